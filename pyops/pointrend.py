@@ -1,0 +1,159 @@
+"""PointRend ops: bilinear point sampling (more to come: point selection, subdivision).
+
+The semantics are detectron2's ``point_features.py`` (see ``pyops.reference.pointrend``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyops import _backend, _extension, _selfcheck
+from pyops import reference as _ref
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_point_sample(input: torch.Tensor, coords: torch.Tensor, align_corners: bool) -> None:
+    if not isinstance(input, torch.Tensor) or not isinstance(coords, torch.Tensor):
+        raise TypeError(
+            f"pyops.point_sample: input and coords must be tensors, got "
+            f"{type(input).__name__} and {type(coords).__name__}"
+        )
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"pyops.point_sample: align_corners must be a bool, got {align_corners!r}")
+    if input.dim() != 4:
+        raise ValueError(
+            f"pyops.point_sample: input must be a 4-D (N, C, H, W) tensor, got shape {tuple(input.shape)}"
+        )
+    if coords.dim() not in (3, 4) or coords.shape[-1] != 2:
+        raise ValueError(
+            f"pyops.point_sample: coords must have shape (N, P, 2) or (N, Hg, Wg, 2), "
+            f"got {tuple(coords.shape)}"
+        )
+    if input.dtype not in _FLOATS:
+        raise TypeError(f"pyops.point_sample: input must be a floating-point tensor, got {input.dtype}")
+    if coords.dtype not in _FLOATS:
+        raise TypeError(f"pyops.point_sample: coords must be a floating-point tensor, got {coords.dtype}")
+    if coords.shape[0] != input.shape[0]:
+        raise ValueError(
+            f"pyops.point_sample: coords has batch size {coords.shape[0]} but input has {input.shape[0]}"
+        )
+    if coords.device != input.device:
+        raise ValueError(
+            f"pyops.point_sample: input is on {input.device} but coords is on {coords.device}"
+        )
+    if input.shape[2] == 0 or input.shape[3] == 0:
+        raise ValueError(
+            f"pyops.point_sample: input must have non-empty spatial dimensions, got shape "
+            f"{tuple(input.shape)}"
+        )
+
+
+def point_sample(
+    input: torch.Tensor,
+    coords: torch.Tensor,
+    align_corners: bool = False,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Bilinear samples of a feature map at normalized points (PointRend's ``point_sample``).
+
+    Args:
+        input: (N, C, H, W) features, float16/bfloat16/float32/float64, NCHW or channels_last.
+        coords: (N, P, 2) or (N, Hg, Wg, 2) points ``(x, y)`` normalized to ``[0, 1]`` (x first),
+            any floating dtype; coordinate math runs in float32 (float64 for float64 inputs).
+        align_corners: as in ``F.grid_sample``; ``False`` maps ``u`` to pixel ``u * W - 0.5``.
+        backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic, see
+            :mod:`pyops._backend`).
+
+    Returns:
+        (N, C, P) or (N, C, Hg, Wg) in ``input.dtype``. For a channels_last input the result is
+        a view of an (N, P, C) / channels_last buffer, as ``grid_sample`` keeps the input layout.
+
+    Exactly ``F.grid_sample(input, 2 * coords - 1, mode="bilinear", padding_mode="zeros",
+    align_corners=align_corners)`` (with the extra grid dimension for (N, P, 2) coords):
+    corners outside the map read as zero, and a NaN or infinite coordinate gives NaN.
+    Differentiable with respect to ``input`` and ``coords``; the gradient to ``input`` is
+    deterministic (bit-identical across runs) on every backend but ``"reference"``.
+    """
+    _check_point_sample(input, coords, align_corners)
+    name = _backend.resolve("point_sample", backend, input.device)
+    if name == "reference":
+        return _ref.point_sample(input, coords, align_corners)
+    flat = coords.reshape(coords.shape[0], -1, 2) if coords.dim() == 4 else coords
+    op = torch.ops.pyops.point_sample_triton if name == "triton" else torch.ops.pyops.point_sample
+    out = op(input, flat, align_corners)
+    if coords.dim() == 4:
+        out = out.view(*out.shape[:2], *coords.shape[1:3])
+    return out
+
+
+# ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
+
+
+def _fake_point_sample(input, coords, align_corners):
+    N, C = input.shape[:2]
+    P = coords.shape[1]
+    if C > 1 and input.stride(1) == 1:  # same rule as the kernels
+        return input.new_empty((N, P, C)).transpose(1, 2)
+    return input.new_empty((N, C, P))
+
+
+def _fake_backward_input(grad, input, coords, align_corners):
+    return torch.empty_like(input)
+
+
+def _fake_backward_coords(grad, input, coords, align_corners):
+    return coords.new_empty(coords.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    input, coords, align_corners = inputs
+    ctx.save_for_backward(input, coords)
+    ctx.align_corners = align_corners
+
+
+def _make_backward(suffix: str):
+    grad_input_op = getattr(torch.ops.pyops, "point_sample_backward_input" + suffix)
+    grad_coords_op = getattr(torch.ops.pyops, "point_sample_backward_coords" + suffix)
+
+    def backward(ctx, grad):
+        input, coords = ctx.saved_tensors
+        grad_input = grad_coords = None
+        if ctx.needs_input_grad[0]:
+            grad_input = grad_input_op(grad, input, coords, ctx.align_corners)
+        if ctx.needs_input_grad[1]:
+            grad_coords = grad_coords_op(grad, input, coords, ctx.align_corners)
+        return grad_input, grad_coords, None
+
+    return backward
+
+
+if _extension.available():
+    for _suffix in ("", "_triton"):
+        torch.library.register_fake(f"pyops::point_sample{_suffix}")(_fake_point_sample)
+        torch.library.register_fake(f"pyops::point_sample_backward_input{_suffix}")(_fake_backward_input)
+        torch.library.register_fake(f"pyops::point_sample_backward_coords{_suffix}")(_fake_backward_coords)
+        torch.library.register_autograd(
+            f"pyops::point_sample{_suffix}", _make_backward(_suffix), setup_context=_setup_context
+        )
+
+
+# ---- self-check for `python -m pyops` ---------------------------------------------------------
+
+
+def _point_sample_inputs(device: torch.device, dtype: torch.dtype, gen: torch.Generator):
+    x = torch.randn(2, 5, 9, 13, generator=gen, dtype=dtype).to(device)
+    # a little outside [0, 1] so the zero padding is exercised too
+    coords = (torch.rand(2, 37, 2, generator=gen, dtype=dtype) * 1.2 - 0.1).to(device)
+    return x, coords
+
+
+_selfcheck.register(
+    _selfcheck.OpCheck(
+        name="point_sample",
+        make_inputs=_point_sample_inputs,
+        run=lambda x, c, backend: point_sample(x, c, backend=backend),
+        reference=lambda x, c: _ref.point_sample(x, c),
+    )
+)

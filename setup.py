@@ -1,0 +1,72 @@
+"""Builds pyops._C: the C++ CPU kernels always, the CUDA kernels when a CUDA toolkit is found
+(or FORCE_CUDA=1). Environment:
+
+    FORCE_CUDA=1            compile the CUDA sources even when no GPU is visible
+    TORCH_CUDA_ARCH_LIST    GPUs to compile for (default without a visible GPU: 8.0;9.0+PTX)
+    MAX_JOBS                parallel compile jobs (ninja)
+
+Install with ``pip install --no-build-isolation -e .`` so the extension builds against the
+torch already installed.
+"""
+
+import glob
+import os
+import sysconfig
+from pathlib import Path
+
+from setuptools import setup
+
+# torch locates the toolkit from the nvcc on PATH; a wrapper script outside the toolkit
+# (as on our CI machines) would make it look in the wrong place, so name the usual one.
+if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").exists():
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+ROOT = Path(__file__).parent
+DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def cuda_wanted() -> bool:
+    import torch
+
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return CUDA_HOME is not None and torch.version.cuda is not None
+
+
+def nvidia_include_dirs() -> list[str]:
+    """Headers torch's own headers need (cusparse.h, ...) when the toolkit lacks them: they ship
+    in torch's nvidia wheels under site-packages/nvidia/cu*/include."""
+    if CUDA_HOME and Path(CUDA_HOME, "include", "cusparse.h").exists():
+        return []
+    site = Path(sysconfig.get_paths()["purelib"])
+    return sorted(str(p) for p in site.glob("nvidia/cu*/include") if p.is_dir())
+
+
+def extension():
+    sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cxx = ["-O3", "-fopenmp"]
+    kwargs = dict(extra_link_args=["-fopenmp"])
+    if not cuda_wanted():
+        return CppExtension("pyops._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+
+    import torch
+
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+    sources += sorted(glob.glob("csrc/**/*.cu", recursive=True))
+    nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-DPYOPS_WITH_CUDA"]
+    return CUDAExtension(
+        "pyops._C",
+        sources,
+        include_dirs=nvidia_include_dirs(),
+        extra_compile_args={"cxx": cxx + ["-DPYOPS_WITH_CUDA"], "nvcc": nvcc},
+        **kwargs,
+    )
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

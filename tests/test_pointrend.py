@@ -1,0 +1,200 @@
+"""point_sample: every backend against the reference (detectron2 / grid_sample semantics)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import (
+    assert_compile_matches_eager,
+    assert_gradcheck,
+    assert_matches_reference,
+    assert_opcheck,
+    device_backends,
+    dtypes_for,
+)
+
+import pyops
+from pyops import reference
+
+DEVICE_BACKENDS = device_backends()
+
+
+def make_input(N, C, H, W, dtype, device, channels_last=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+    return x.to(memory_format=torch.channels_last) if channels_last else x
+
+
+def make_coords(shape, dtype, device, seed=1, lo=-0.1, hi=1.1):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo).to(device=device, dtype=dtype)
+
+
+def sampler(backend, align_corners=False):
+    return lambda x, c: pyops.point_sample(x, c, align_corners, backend=backend)
+
+
+def ref(align_corners=False):
+    return lambda x, c: reference.point_sample(x, c, align_corners)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("align_corners", [False, True], ids=["half_pixel", "align_corners"])
+def test_matches_reference(device, backend, channels_last, align_corners):
+    for dtype in dtypes_for(device, backend):
+        x = make_input(3, 7, 9, 13, dtype, device, channels_last)
+        c = make_coords((3, 41, 2), dtype, device)
+        assert_matches_reference(sampler(backend, align_corners), ref(align_corners), (x, c))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_grid_coords_and_many_channels(device, backend, channels_last):
+    # (N, Hg, Wg, 2) coords give (N, C, Hg, Wg); C above one channel block of the kernels
+    x = make_input(2, 70, 6, 5, torch.float32, device, channels_last)
+    c = make_coords((2, 3, 4, 2), torch.float32, device)
+    assert_matches_reference(sampler(backend), ref(), (x, c))
+    out = pyops.point_sample(x, c, backend=backend)
+    assert out.shape == (2, 70, 3, 4)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_equals_grid_sample(device, backend):
+    # the contract users rely on: detectron2's grid_sample call, bit for bit up to rounding
+    x = make_input(2, 4, 8, 11, torch.float32, device)
+    c = make_coords((2, 30, 2), torch.float32, device)
+    want = F.grid_sample(x, 2.0 * c.unsqueeze(2) - 1.0, align_corners=False).squeeze(3)
+    torch.testing.assert_close(pyops.point_sample(x, c, backend=backend), want, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_mixed_dtypes_and_non_contiguous(device, backend):
+    base = make_input(2, 10, 12, 9, torch.float32, device)
+    x = base[:, ::2, 1:, :]  # strided channels, offset rows
+    c = make_coords((2, 2, 25), torch.float64, device).transpose(1, 2)  # non-contiguous, float64
+    assert not x.is_contiguous() and not c.is_contiguous()
+    assert_matches_reference(sampler(backend), ref(), (x, c), tol=dict(atol=1e-5, rtol=1e-4))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_non_finite_and_out_of_range_coords(device, backend):
+    # NaN/inf give NaN like grid_sample; far-out points give 0; borders are exact
+    x = make_input(1, 3, 4, 5, torch.float64, device)
+    pts = [
+        [float("nan"), 0.5], [0.5, float("nan")], [float("inf"), 0.5], [-float("inf"), 0.3],
+        [1e30, 0.2], [-1e30, 0.7], [-3.0, 0.5], [4.0, 0.5], [0.0, 0.0], [1.0, 1.0],
+        [0.1, 0.999], [-0.1, 0.5], [0.5, 1.1], [0.3, 0.6],
+    ]
+    c = torch.tensor([pts], dtype=torch.float64, device=device)
+    for align_corners in (False, True):
+        assert_matches_reference(sampler(backend, align_corners), ref(align_corners), (x, c), equal_nan=True)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_input_grad_is_deterministic(device, backend):
+    # many points on a tiny map: long runs of equal keys, where atomics would reorder sums
+    x = make_input(2, 33, 3, 2, torch.float32, device, channels_last=True).requires_grad_()
+    c = make_coords((2, 600, 2), torch.float32, device)
+    g = torch.randn(2, 33, 600, dtype=torch.float32, device=device)
+    grads = [torch.autograd.grad(pyops.point_sample(x, c, backend=backend), x, g)[0] for _ in range(3)]
+    for other in grads[1:]:
+        assert torch.equal(grads[0], other)
+    torch.testing.assert_close(grads[0], torch.autograd.grad(reference.point_sample(x, c), x, g)[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4, 5), (2, 3, 4, 4, 0), (2, 0, 4, 4, 5), (1, 1, 1, 1, 3)])
+def test_empty_and_size_one(device, backend, shape):
+    N, C, H, W, P = shape
+    x = make_input(N, C, H, W, torch.float32, device)
+    c = make_coords((N, P, 2), torch.float32, device)
+    assert_matches_reference(sampler(backend), ref(), (x, c))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_gradcheck(device, backend):
+    x = make_input(2, 3, 5, 6, torch.float64, device)
+    c = make_coords((2, 7, 2), torch.float64, device, lo=0.02, hi=0.98)
+    for align_corners in (False, True):
+        assert_gradcheck(sampler(backend, align_corners), (x, c))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_opcheck(device, backend, channels_last):
+    suffix = "_triton" if backend == "triton" else ""
+    x = make_input(2, 3, 5, 6, torch.float32, device, channels_last).requires_grad_()
+    c = make_coords((2, 7, 2), torch.float32, device).requires_grad_()
+    g = torch.randn(2, 3, 7, device=device)
+    ops = torch.ops.pyops
+    assert_opcheck(getattr(ops, "point_sample" + suffix), (x, c, False))
+    assert_opcheck(getattr(ops, "point_sample_backward_input" + suffix), (g, x.detach(), c.detach(), True))
+    assert_opcheck(getattr(ops, "point_sample_backward_coords" + suffix), (g, x.detach(), c.detach(), False))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_compile_fullgraph(device, backend):
+    x = make_input(2, 3, 5, 6, torch.float32, device)
+    c = make_coords((2, 7, 2), torch.float32, device)
+    assert_compile_matches_eager(lambda x, c: pyops.point_sample(x, c, backend=backend).sin(), (x, c))
+
+
+def test_compile_inductor_cpu():
+    x = make_input(2, 3, 5, 6, torch.float32, "cpu")
+    c = make_coords((2, 7, 2), torch.float32, "cpu")
+    assert_compile_matches_eager(lambda x, c: pyops.point_sample(x, c).sin() * 2, (x, c), backend="inductor")
+
+
+def test_backend_selection():
+    x = make_input(1, 2, 3, 3, torch.float32, "cpu")
+    c = make_coords((1, 4, 2), torch.float32, "cpu")
+    want = reference.point_sample(x, c)
+    with pyops.use_backend("reference"):
+        assert pyops.get_backend() == "reference"
+        torch.testing.assert_close(pyops.point_sample(x, c), want)
+        with pytest.raises(ValueError, match="backend 'cuda' needs CUDA tensors"):
+            pyops.point_sample(x, c, backend="cuda")  # the argument beats the global setting
+    assert pyops.get_backend() is None
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        pyops.point_sample(x, c, backend="fast")
+    with pytest.raises(ValueError, match="unknown backend"):
+        pyops.set_backend("gpu")
+
+
+@pytest.mark.parametrize(
+    "x_shape,c_shape,x_dtype,c_dtype,match",
+    [
+        ((2, 3, 4), (2, 5, 2), torch.float32, torch.float32, "input must be a 4-D"),
+        ((2, 3, 4, 4), (2, 5), torch.float32, torch.float32, r"coords must have shape \(N, P, 2\)"),
+        ((2, 3, 4, 4), (2, 5, 3), torch.float32, torch.float32, r"coords must have shape \(N, P, 2\)"),
+        ((2, 3, 4, 4), (3, 5, 2), torch.float32, torch.float32, "coords has batch size 3 but input has 2"),
+        ((2, 3, 4, 4), (2, 5, 2), torch.int64, torch.float32, "input must be a floating-point"),
+        ((2, 3, 4, 4), (2, 5, 2), torch.float32, torch.int32, "coords must be a floating-point"),
+        ((2, 3, 0, 4), (2, 5, 2), torch.float32, torch.float32, "non-empty spatial"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_bad_inputs(x_shape, c_shape, x_dtype, c_dtype, match, backend):
+    x = torch.ones(x_shape).to(x_dtype)
+    c = torch.full(c_shape, 0.5).to(c_dtype)
+    with pytest.raises((ValueError, TypeError), match=match):
+        pyops.point_sample(x, c, backend=backend)
+
+
+def test_bad_device_and_flags():
+    x = torch.randn(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="input is on cpu but coords is on meta"):
+        pyops.point_sample(x, torch.rand(1, 4, 2, device="meta"))
+    with pytest.raises(TypeError, match="align_corners must be a bool"):
+        pyops.point_sample(x, torch.rand(1, 4, 2), "yes")
+    with pytest.raises(TypeError, match="must be tensors"):
+        pyops.point_sample(x, [[0.5, 0.5]])
+
+
+def test_cpp_op_checks_its_arguments():
+    # callers of torch.ops.pyops (C++, other frameworks) get errors too, not crashes
+    with pytest.raises(RuntimeError, match=r"coords must have shape \(N, P, 2\)"):
+        torch.ops.pyops.point_sample(torch.randn(1, 2, 3, 3), torch.rand(1, 4, 3), False)
+    with pytest.raises(RuntimeError, match="grad_output must have shape"):
+        torch.ops.pyops.point_sample_backward_input(torch.randn(1, 2, 5), torch.randn(1, 2, 3, 3), torch.rand(1, 4, 2), False)

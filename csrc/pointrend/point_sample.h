@@ -126,11 +126,22 @@ template <typename scalar_t, typename T>
 PYOPS_HD void sample_point(const SampleArgs<scalar_t, T>& a, PointValues<scalar_t*> out,
                            int64_t n, int64_t p, int64_t c0, int64_t c1, int64_t step) {
   const BilinearTaps<T> t = a.taps(n, p);
+  // Hoisted per-corner pointers (an invalid corner points at the map's first pixel and is
+  // masked to 0), so the channel loop is branch-free.
+  const scalar_t* src[4];
   T w[4];
-  for (int k = 0; k < 4; ++k) w[k] = t.weight(k);
+  bool valid[4];
+  for (int k = 0; k < 4; ++k) {
+    valid[k] = t.valid(k);
+    w[k] = t.weight(k);
+    src[k] = a.input + n * a.in_sN + (valid[k] ? t.offset(k, a.in_sH, a.in_sW) : 0);
+  }
   for (int64_t c = c0; c < c1; c += step) {
     T acc = T(0);
-    for (int k = 0; k < 4; ++k) acc += w[k] * a.corner_value(t, k, n, c);
+    for (int k = 0; k < 4; ++k) {
+      const T v = static_cast<T>(src[k][c * a.in_sC]);
+      acc += w[k] * (valid[k] ? v : T(0));
+    }
     out.data[out.index(n, c, p)] = static_cast<scalar_t>(acc);
   }
 }

@@ -1,5 +1,7 @@
 // CPU kernels of point_sample (forward and both gradients), parallel over points with
 // at::parallel_for. The per-point math is the one the CUDA kernels run (point_sample.h).
+#include <algorithm>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/sort.h>
@@ -14,6 +16,7 @@ namespace pointrend {
 namespace {
 
 constexpr int64_t kGrain = 256;  // points per parallel task
+constexpr int64_t kPlanes = 8;   // channel planes per task for planar layouts
 
 at::Tensor point_sample_cpu(const at::Tensor& input_, const at::Tensor& coords_,
                             bool align_corners) {
@@ -24,8 +27,19 @@ at::Tensor point_sample_cpu(const at::Tensor& input_, const at::Tensor& coords_,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "point_sample_cpu", [&] {
     const auto a = make_sample_args<scalar_t>(input_, coords, align_corners);
     const auto o = point_values(out, out.mutable_data_ptr<scalar_t>());
-    at::parallel_for(0, a.N * a.P, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) sample_point(a, o, i / a.P, i % a.P, 0, a.C, 1);
+    if (channels_innermost(input_)) {  // one contiguous channel row per corner
+      at::parallel_for(0, a.N * a.P, kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) sample_point(a, o, i / a.P, i % a.P, 0, a.C, 1);
+      });
+      return;
+    }
+    // Planar layouts: a few channel planes at a time, so they stay in cache across points.
+    const int64_t blocks = (a.C + kPlanes - 1) / kPlanes;
+    at::parallel_for(0, a.N * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t n = b / blocks, c0 = (b % blocks) * kPlanes;
+        for (int64_t p = 0; p < a.P; ++p) sample_point(a, o, n, p, c0, std::min(c0 + kPlanes, a.C), 1);
+      }
     });
   });
   return out;

@@ -1,8 +1,8 @@
 """Benchmark plumbing: timing of CUDA work, machine info in the JSON, and a ratio table.
 
-Each case is a pytest-benchmark *group*; every entry in it records ``extra_info["impl"]``. The
-summary printed at the end shows each impl's median and its speed relative to the reference and
-to the alternative users have today (``role`` "reference" / "alternative").
+Each case is a pytest-benchmark *group*; every entry in it records ``extra_info["impl"]`` and
+``["role"]``. The summary printed at the end (summarize.py) shows each impl's median and its
+speed relative to the reference and to the alternative users have today.
 """
 
 from __future__ import annotations
@@ -46,21 +46,23 @@ def measure(benchmark):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    from summarize import ratio_rows
+
     session = getattr(config, "_benchmarksession", None)
     if session is None or session.disabled or not session.benchmarks:
         return
-    groups: dict[str, list] = {}
-    for bench in session.benchmarks:
-        if bench.stats is not None:
-            groups.setdefault(bench.group, []).append(bench)
+    entries = [
+        dict(group=b.group, impl=b.extra_info["impl"], role=b.extra_info["role"], median=b.stats.median)
+        for b in session.benchmarks
+        if b.stats is not None
+    ]
     tr = terminalreporter
     tr.section("pyops speed (median; ratio = baseline time / this time, >1 is faster)")
-    for group, benches in groups.items():
-        by_role = {b.extra_info.get("role"): b.stats.median for b in benches}
-        tr.write_line(group)
-        for b in sorted(benches, key=lambda b: b.stats.median):
-            cells = [f"  {b.extra_info['impl']:<24} {b.stats.median * 1e3:9.3f} ms"]
-            for role in ("reference", "alternative"):
-                if role in by_role:
-                    cells.append(f"{by_role[role] / b.stats.median:6.2f}x vs {role}")
-            tr.write_line("  ".join(cells))
+    group = None
+    for g, impl, ms, vs_ref, vs_alt in ratio_rows(entries):
+        if g != group:
+            tr.write_line(g)
+            group = g
+        cells = [f"  {impl:<24} {ms:9.3f} ms"]
+        cells += [f"{r:6.2f}x vs {name}" for r, name in ((vs_ref, "reference"), (vs_alt, "alternative")) if r is not None]
+        tr.write_line("  ".join(cells))

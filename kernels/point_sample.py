@@ -115,13 +115,12 @@ def point_sample_coords_grad_kernel(
 
 @triton.jit
 def point_sample_corner_keys_kernel(
-    coords, keys, weights, N, H, W, P, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr
+    coords, keys, weights, N, H, W, P, sentinel, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mi = i < N * P
     n = i // P
     x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
-    sentinel = N * H * W
     pix = n * H * W + iy0 * W + ix0
     e = 4 * i
     tl.store(keys + e, tl.where(vy0 & vx0, pix, sentinel), mask=mi)
@@ -204,7 +203,7 @@ def input_grad(coords, grad, grad_input, align_corners: bool) -> None:
     keys = torch.empty(M, dtype=torch.int64, device=coords.device)
     weights = torch.empty(M, dtype=coords.dtype, device=coords.device)
     point_sample_corner_keys_kernel[(triton.cdiv(N * P, BLOCK_P),)](
-        coords, keys, weights, N, H, W, P, ALIGN=align_corners, BLOCK_P=BLOCK_P
+        coords, keys, weights, N, H, W, P, N * H * W, ALIGN=align_corners, BLOCK_P=BLOCK_P
     )
     sorted_keys, order = torch.sort(keys, stable=True)
     segment_end = torch.searchsorted(sorted_keys, sorted_keys, right=True)

@@ -16,6 +16,7 @@ tensors raises an error; pyops never falls back silently to a slower one.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import Iterator
 
@@ -32,6 +33,7 @@ GPU_DEFAULTS: dict[str, str] = {
 }
 
 _global_backend: str | None = None
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def _validate(name: str | None) -> None:
@@ -86,6 +88,10 @@ def resolve(op: str, backend: str | None, device: torch.device) -> str:
         raise ValueError(
             f"pyops.{op}: backend 'triton' needs CUDA tensors (or CPU tensors with "
             f"TRITON_INTERPRET=1 set before triton is imported), got tensors on {device}"
+        )
+    if name == "triton" and not _HAS_TRITON:
+        raise _extension.ExtensionUnavailableError(
+            f"pyops.{op}: backend 'triton' needs the triton package (pip install triton)"
         )
     _extension.require(name)
     return name

@@ -97,7 +97,11 @@ def test_input_grad_is_deterministic(device, backend):
     x = make_input(2, 33, 3, 2, torch.float32, device, channels_last=True).requires_grad_()
     c = make_coords((2, 600, 2), torch.float32, device)
     g = torch.randn(2, 33, 600, dtype=torch.float32, device=device)
-    grads = [torch.autograd.grad(pyops.point_sample(x, c, backend=backend), x, g)[0] for _ in range(3)]
+    torch.use_deterministic_algorithms(True)  # also fills fresh tensors with NaN: unwritten outputs show
+    try:
+        grads = [torch.autograd.grad(pyops.point_sample(x, c, backend=backend), x, g)[0] for _ in range(3)]
+    finally:
+        torch.use_deterministic_algorithms(False)
     for other in grads[1:]:
         assert torch.equal(grads[0], other)
     torch.testing.assert_close(grads[0], torch.autograd.grad(reference.point_sample(x, c), x, g)[0], atol=1e-4, rtol=1e-4)

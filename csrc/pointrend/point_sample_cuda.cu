@@ -5,6 +5,8 @@
 //  - channels-innermost (channels_last): one warp per point, lanes over channels, so each
 //    corner's channel row is read in coalesced chunks.
 // The input gradient is deterministic: corner keys, a stable sort, then one writer per pixel.
+#include <limits>
+
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/sort.h>
@@ -25,7 +27,12 @@ constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = kThreads / kWarp;
 constexpr int64_t kChannelChunk = 32;  // channels per thread in the planar forward
 
-int64_t blocks_for(int64_t items, int64_t per_block) { return (items + per_block - 1) / per_block; }
+int64_t blocks_for(int64_t items, int64_t per_block) {
+  const int64_t blocks = (items + per_block - 1) / per_block;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "point_sample: ", items,
+              " work items are too many for one CUDA launch; split the batch");
+  return blocks;
+}
 
 template <typename scalar_t, typename T>
 __global__ void sample_planar_kernel(SampleArgs<scalar_t, T> a, PointValues<scalar_t*> out,

@@ -1,6 +1,6 @@
 // Every pyops operator schema, in one place. Kernels are registered per dispatch key next
 // to their implementations (csrc/<family>/*_cpu.cpp, *_cuda.cu); the Triton variants
-// (suffix _triton) get their kernels from Python (pyops/_triton.py); fake kernels and
+// (suffix _triton) get their kernels from Python (pyops/<family>.py); fake kernels and
 // autograd are registered in Python (pyops/<family>.py).
 #include <Python.h>
 #include <torch/library.h>

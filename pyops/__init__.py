@@ -11,7 +11,6 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 from pyops import _extension
 from pyops._backend import BACKENDS, get_backend, set_backend, use_backend
 from pyops._extension import ExtensionUnavailableError
-from pyops import _triton  # noqa: F401  (registers the Triton kernels of the *_triton ops)
 from pyops.pointrend import point_sample
 
 __version__ = "0.1.0"

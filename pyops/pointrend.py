@@ -88,15 +88,56 @@ def point_sample(
     return out
 
 
+# ---- kernels of the pyops::*_triton operators (schemas in csrc/ops.cpp) -----------------------
+# Registered for CUDA tensors, and for CPU tensors so the Triton interpreter can run them in tests.
+# pyops.kernels (and triton) are imported on first use only.
+
+def _opmath(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _point_values(input: torch.Tensor, P: int) -> torch.Tensor:
+    # Same layout rule as the C++ kernels (point_sample_host.h: new_point_values).
+    N, C = input.shape[:2]
+    if C > 1 and input.stride(1) == 1:
+        return input.new_empty((N, P, C)).transpose(1, 2)
+    return input.new_empty((N, C, P))
+
+
+def _triton_point_sample(input, coords, align_corners):
+    from pyops.kernels import point_sample as k
+
+    coords_m = coords.to(_opmath(input)).contiguous()
+    out = _point_values(input, coords.shape[1])
+    if out.numel():
+        k.forward(input, coords_m, out, align_corners)
+    return out
+
+
+def _triton_backward_input(grad, input, coords, align_corners):
+    from pyops.kernels import point_sample as k
+
+    grad_input = torch.zeros_like(input)
+    if grad.numel():
+        k.input_grad(coords.to(_opmath(input)).contiguous(), grad, grad_input, align_corners)
+    return grad_input
+
+
+def _triton_backward_coords(grad, input, coords, align_corners):
+    from pyops.kernels import point_sample as k
+
+    coords_m = coords.to(_opmath(input)).contiguous()
+    grad_coords = torch.zeros_like(coords_m)
+    if grad_coords.numel():
+        k.coords_grad(input, coords_m, grad, grad_coords, align_corners)
+    return grad_coords.to(coords.dtype)
+
+
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
 
 
 def _fake_point_sample(input, coords, align_corners):
-    N, C = input.shape[:2]
-    P = coords.shape[1]
-    if C > 1 and input.stride(1) == 1:  # same rule as the kernels
-        return input.new_empty((N, P, C)).transpose(1, 2)
-    return input.new_empty((N, C, P))
+    return _point_values(input, coords.shape[1])
 
 
 def _fake_backward_input(grad, input, coords, align_corners):
@@ -130,6 +171,9 @@ def _make_backward(suffix: str):
 
 
 if _extension.available():
+    torch.library.register_kernel("pyops::point_sample_triton", ("cpu", "cuda"), _triton_point_sample)
+    torch.library.register_kernel("pyops::point_sample_backward_input_triton", ("cpu", "cuda"), _triton_backward_input)
+    torch.library.register_kernel("pyops::point_sample_backward_coords_triton", ("cpu", "cuda"), _triton_backward_coords)
     for _suffix in ("", "_triton"):
         torch.library.register_fake(f"pyops::point_sample{_suffix}")(_fake_point_sample)
         torch.library.register_fake(f"pyops::point_sample_backward_input{_suffix}")(_fake_backward_input)

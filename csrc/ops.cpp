@@ -6,21 +6,35 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(pyops, m) {
-  // PointRend. input (N, C, H, W), coords (N, P, 2) normalized (x, y); returns (N, C, P).
-  m.def("point_sample(Tensor input, Tensor coords, bool align_corners) -> Tensor");
+  // PointRend. input (B, C, H, W), coords (N, P, 2) normalized (x, y); row n samples image
+  // batch_index[n] (image n when None). Returns (N, C, P); bool/uint8 inputs sample to float.
+#define PYOPS_POINT_SAMPLE_OPS(SUFFIX)                                                      \
+  m.def("point_sample" SUFFIX                                                               \
+        "(Tensor input, Tensor coords, bool align_corners, Tensor? batch_index=None) -> Tensor"); \
+  m.def("point_sample_backward_input" SUFFIX                                                \
+        "(Tensor grad_output, Tensor input, Tensor coords, bool align_corners, "             \
+        "Tensor? batch_index=None) -> Tensor");                                               \
+  m.def("point_sample_backward_coords" SUFFIX                                               \
+        "(Tensor grad_output, Tensor input, Tensor coords, bool align_corners, "             \
+        "Tensor? batch_index=None) -> Tensor");
+  PYOPS_POINT_SAMPLE_OPS("")
+  PYOPS_POINT_SAMPLE_OPS("_triton")
+
+  // PointRend point selection. logits (R, C, H, W); the uncertainty is -|logit| of channel
+  // classes[r] (channel 0 when None) at each of num_candidates points (drawn from `seed` with
+  // Philox, or supplied); returns (R, num_points, 2): the num_uncertain most uncertain
+  // candidates, then fresh random points.
   m.def(
-      "point_sample_backward_input(Tensor grad_output, Tensor input, Tensor coords, "
-      "bool align_corners) -> Tensor");
+      "uncertain_point_coords(Tensor logits, Tensor? classes, Tensor? candidates, Tensor seed, "
+      "int num_points, int num_candidates, int num_uncertain) -> Tensor");
   m.def(
-      "point_sample_backward_coords(Tensor grad_output, Tensor input, Tensor coords, "
-      "bool align_corners) -> Tensor");
-  m.def("point_sample_triton(Tensor input, Tensor coords, bool align_corners) -> Tensor");
-  m.def(
-      "point_sample_backward_input_triton(Tensor grad_output, Tensor input, Tensor coords, "
-      "bool align_corners) -> Tensor");
-  m.def(
-      "point_sample_backward_coords_triton(Tensor grad_output, Tensor input, Tensor coords, "
-      "bool align_corners) -> Tensor");
+      "uncertain_point_coords_triton(Tensor logits, Tensor? classes, Tensor? candidates, "
+      "Tensor seed, int num_points, int num_candidates, int num_uncertain) -> Tensor");
+  // One subdivision-inference step on one channel per row: logits (R, h, w) -> 2x bilinear
+  // upsample (R, 2h, 2w), the flat indices (R, P) of its P = min(num_points, 4hw) most
+  // uncertain (-|logit|) cells and their cell-centre coordinates (R, P, 2).
+  m.def("subdivision_step(Tensor logits, int num_points) -> (Tensor, Tensor, Tensor)");
+  m.def("subdivision_step_triton(Tensor logits, int num_points) -> (Tensor, Tensor, Tensor)");
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

@@ -34,10 +34,21 @@ def _taps(coords, i, mask, H, W, ALIGN: tl.constexpr):
 
 
 @triton.jit
+def _image(bidx, n, mask, B, HAS_BIDX: tl.constexpr):
+    """Image sampled by rows n (batch_index[n], or n) and whether it exists."""
+    if HAS_BIDX:
+        b = tl.load(bidx + n, mask=mask, other=0)
+    else:
+        b = n
+    ok = (b >= 0) & (b < B)
+    return tl.where(ok, b, 0), ok
+
+
+@triton.jit
 def point_sample_fwd_kernel(
-    inp, coords, out, N, C, H, W, P,
+    inp, coords, bidx, out, B, N, C, H, W, P,
     s_n, s_c, s_h, s_w, o_n, o_c, o_p,
-    ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALIGN: tl.constexpr, HAS_BIDX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -46,11 +57,14 @@ def point_sample_fwd_kernel(
     n = i // P
     p = i % P
     x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
+    b, ok = _image(bidx, n, mi, B, HAS_BIDX)
+    vy0 = vy0 & ok
+    vy1 = vy1 & ok
     wx0 = x0 + 1 - x
     wx1 = x - x0
     wy0 = y0 + 1 - y
     wy1 = y - y0
-    base = inp + (n * s_n)[:, None] + (c * s_c)[None, :]
+    base = inp + (b * s_n)[:, None] + (c * s_c)[None, :]
     m = mi[:, None] & mc[None, :]
     r0 = iy0 * s_h
     r1 = r0 + s_h
@@ -70,15 +84,18 @@ def point_sample_fwd_kernel(
 
 @triton.jit
 def point_sample_coords_grad_kernel(
-    inp, coords, grad, grad_coords, N, C, H, W, P,
+    inp, coords, bidx, grad, grad_coords, B, N, C, H, W, P,
     s_n, s_c, s_h, s_w, g_n, g_c, g_p,
-    ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALIGN: tl.constexpr, HAS_BIDX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mi = i < N * P
     n = i // P
     p = i % P
     x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
+    b, ok = _image(bidx, n, mi, B, HAS_BIDX)
+    vy0 = vy0 & ok
+    vy1 = vy1 & ok
     r0 = iy0 * s_h
     r1 = r0 + s_h
     q0 = ix0 * s_w
@@ -92,7 +109,7 @@ def point_sample_coords_grad_kernel(
         m = mi[:, None] & (c < C)[None, :]
         g = tl.load(grad + (n * g_n + p * g_p)[:, None] + (c * g_c)[None, :], mask=m, other=0.0)
         g = g.to(x.dtype)
-        base = inp + (n * s_n)[:, None] + (c * s_c)[None, :]
+        base = inp + (b * s_n)[:, None] + (c * s_c)[None, :]
         v00 = tl.load(base + (r0 + q0)[:, None], mask=m & (vy0 & vx0)[:, None], other=0.0)
         v01 = tl.load(base + (r0 + q1)[:, None], mask=m & (vy0 & vx1)[:, None], other=0.0)
         v10 = tl.load(base + (r1 + q0)[:, None], mask=m & (vy1 & vx0)[:, None], other=0.0)
@@ -115,13 +132,17 @@ def point_sample_coords_grad_kernel(
 
 @triton.jit
 def point_sample_corner_keys_kernel(
-    coords, keys, weights, N, H, W, P, sentinel, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr
+    coords, bidx, keys, weights, B, N, H, W, P, sentinel,
+    ALIGN: tl.constexpr, HAS_BIDX: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mi = i < N * P
     n = i // P
     x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
-    pix = n * H * W + iy0 * W + ix0
+    b, ok = _image(bidx, n, mi, B, HAS_BIDX)
+    vy0 = vy0 & ok
+    vy1 = vy1 & ok
+    pix = b * H * W + iy0 * W + ix0
     e = 4 * i
     tl.store(keys + e, tl.where(vy0 & vx0, pix, sentinel), mask=mi)
     tl.store(keys + e + 1, tl.where(vy0 & vx1, pix + 1, sentinel), mask=mi)
@@ -149,18 +170,19 @@ def point_sample_segments_kernel(
     prev = tl.load(sorted_keys + i - 1, mask=mi & (i > 0), other=-1)
     start = mi & (key != sentinel) & (key != prev)
     length = tl.where(start, tl.load(segment_end + i, mask=start, other=0) - i, 0)
-    n = key // (H * W)
+    b = key // (H * W)
     pix = key % (H * W)
     acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=weights.dtype.element_ty)
     for t in range(0, tl.max(length, axis=0)):
         mt = t < length
         e = tl.load(order + i + t, mask=mt, other=0)
         w = tl.load(weights + e, mask=mt, other=0.0)
+        n = (e // 4) // P
         p = (e // 4) % P
         m = mt[:, None] & mc[None, :]
         g = tl.load(grad + (n * g_n + p * g_p)[:, None] + (c * g_c)[None, :], mask=m, other=0.0)
         acc += w[:, None] * g.to(acc.dtype)
-    dst = grad_input + (n * gi_n + (pix // W) * gi_h + (pix % W) * gi_w)[:, None] + (c * gi_c)[None, :]
+    dst = grad_input + (b * gi_n + (pix // W) * gi_h + (pix % W) * gi_w)[:, None] + (c * gi_c)[None, :]
     tl.store(dst, acc.to(grad_input.dtype.element_ty), mask=start[:, None] & mc[None, :])
 
 
@@ -173,43 +195,51 @@ def _block_c(C: int) -> int:
     return min(64, triton.next_power_of_2(max(C, 1)))
 
 
-def forward(inp: torch.Tensor, coords: torch.Tensor, out: torch.Tensor, align_corners: bool) -> None:
-    N, C, H, W = inp.shape
-    P = coords.shape[1]
+def forward(inp, coords, batch_index, out, align_corners: bool) -> None:
+    B, C, H, W = inp.shape
+    N, P = coords.shape[:2]
     block_c = _block_c(C)
     grid = (triton.cdiv(N * P, BLOCK_P), triton.cdiv(C, block_c))
     point_sample_fwd_kernel[grid](
-        inp, coords, out, N, C, H, W, P, *inp.stride(), *out.stride(),
-        ALIGN=align_corners, BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+        inp, coords, _or(batch_index, coords), out, B, N, C, H, W, P, *inp.stride(), *out.stride(),
+        ALIGN=align_corners, HAS_BIDX=batch_index is not None, BLOCK_P=BLOCK_P, BLOCK_C=block_c,
     )
 
 
-def coords_grad(inp, coords, grad, grad_coords, align_corners: bool) -> None:
-    N, C, H, W = inp.shape
-    P = coords.shape[1]
+def coords_grad(inp, coords, batch_index, grad, grad_coords, align_corners: bool) -> None:
+    B, C, H, W = inp.shape
+    N, P = coords.shape[:2]
     grid = (triton.cdiv(N * P, BLOCK_P),)
     point_sample_coords_grad_kernel[grid](
-        inp, coords, grad, grad_coords, N, C, H, W, P, *inp.stride(), *grad.stride(),
-        ALIGN=align_corners, BLOCK_P=BLOCK_P, BLOCK_C=_block_c(C),
+        inp, coords, _or(batch_index, coords), grad, grad_coords, B, N, C, H, W, P,
+        *inp.stride(), *grad.stride(),
+        ALIGN=align_corners, HAS_BIDX=batch_index is not None, BLOCK_P=BLOCK_P, BLOCK_C=_block_c(C),
     )
 
 
-def input_grad(coords, grad, grad_input, align_corners: bool) -> None:
+def input_grad(coords, batch_index, grad, grad_input, align_corners: bool) -> None:
     """Deterministic: corner keys, a stable sort, one writer per touched pixel.
     ``grad_input`` must be zero-filled."""
-    N, C, H, W = grad_input.shape
-    P = coords.shape[1]
+    B, C, H, W = grad_input.shape
+    N, P = coords.shape[:2]
     M = 4 * N * P
+    sentinel = B * H * W
     keys = torch.empty(M, dtype=torch.int64, device=coords.device)
     weights = torch.empty(M, dtype=coords.dtype, device=coords.device)
     point_sample_corner_keys_kernel[(triton.cdiv(N * P, BLOCK_P),)](
-        coords, keys, weights, N, H, W, P, N * H * W, ALIGN=align_corners, BLOCK_P=BLOCK_P
+        coords, _or(batch_index, coords), keys, weights, B, N, H, W, P, sentinel,
+        ALIGN=align_corners, HAS_BIDX=batch_index is not None, BLOCK_P=BLOCK_P,
     )
     sorted_keys, order = torch.sort(keys, stable=True)
     segment_end = torch.searchsorted(sorted_keys, sorted_keys, right=True)
     block_c = _block_c(C)
     grid = (triton.cdiv(M, BLOCK_P), triton.cdiv(C, block_c))
     point_sample_segments_kernel[grid](
-        sorted_keys, segment_end, order, weights, grad, grad_input, M, C, H, W, P, N * H * W,
+        sorted_keys, segment_end, order, weights, grad, grad_input, M, C, H, W, P, sentinel,
         *grad.stride(), *grad_input.stride(), BLOCK_S=BLOCK_P, BLOCK_C=block_c,
     )
+
+
+def _or(tensor, fallback):
+    """Triton needs a pointer even for an argument a constexpr flag switches off."""
+    return tensor if tensor is not None else fallback

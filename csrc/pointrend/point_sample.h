@@ -92,24 +92,38 @@ PYOPS_HD void position_grad(const BilinearTaps<T>& t, const T d[4], T* gx, T* gy
 // Per-point work shared by the CPU and CUDA kernels. Plain pointers and strides only, so
 // the same code runs in a CPU loop and in a CUDA thread.
 
-// A feature map and the points sampled from it.
+// A feature map and the points sampled from it. Row n of the points samples image
+// batch_index[n] (or image n when batch_index is null); a row whose image index is out of
+// range samples nothing (all corners invalid) rather than reading out of bounds.
 template <typename scalar_t, typename T>
 struct SampleArgs {
-  const scalar_t* input;  // (N, C, H, W), any strides
-  int64_t N, C, H, W;
+  const scalar_t* input;  // (B, C, H, W), any strides
+  int64_t B, C, H, W;
   int64_t in_sN, in_sC, in_sH, in_sW;
   const T* coords;  // (N, P, 2) contiguous, (x, y) normalized to [0, 1]
-  int64_t P;
+  int64_t N, P;
+  const int64_t* batch_index;  // (N,) or null
   bool align_corners;
+
+  PYOPS_HD int64_t image(int64_t n) const { return batch_index ? batch_index[n] : n; }
+  PYOPS_HD bool image_valid(int64_t b) const { return b >= 0 && b < B; }
 
   PYOPS_HD BilinearTaps<T> taps(int64_t n, int64_t p) const {
     const T* c = coords + 2 * (n * P + p);
-    return make_taps(c[0], c[1], H, W, align_corners);
+    BilinearTaps<T> t = make_taps(c[0], c[1], H, W, align_corners);
+    if (!image_valid(image(n))) t.vx0 = t.vx1 = t.vy0 = t.vy1 = false;
+    return t;
   }
-  // Value of corner k at channel c, 0 outside the map.
+  // Value of corner k at channel c of row n's image, 0 outside the map.
   PYOPS_HD T corner_value(const BilinearTaps<T>& t, int k, int64_t n, int64_t c) const {
     if (!t.valid(k)) return T(0);
-    return static_cast<T>(input[n * in_sN + c * in_sC + t.offset(k, in_sH, in_sW)]);
+    return static_cast<T>(input[image(n) * in_sN + c * in_sC + t.offset(k, in_sH, in_sW)]);
+  }
+  // Bilinear value at channel c.
+  PYOPS_HD T interpolate(const BilinearTaps<T>& t, int64_t n, int64_t c) const {
+    T acc = T(0);
+    for (int k = 0; k < 4; ++k) acc += t.weight(k) * corner_value(t, k, n, c);
+    return acc;
   }
 };
 
@@ -122,19 +136,20 @@ struct PointValues {
 };
 
 // Forward for one point, channels c0, c0 + step, ... < c1.
-template <typename scalar_t, typename T>
-PYOPS_HD void sample_point(const SampleArgs<scalar_t, T>& a, PointValues<scalar_t*> out,
-                           int64_t n, int64_t p, int64_t c0, int64_t c1, int64_t step) {
+template <typename scalar_t, typename T, typename out_t>
+PYOPS_HD void sample_point(const SampleArgs<scalar_t, T>& a, PointValues<out_t*> out, int64_t n,
+                           int64_t p, int64_t c0, int64_t c1, int64_t step) {
   const BilinearTaps<T> t = a.taps(n, p);
-  // Hoisted per-corner pointers (an invalid corner points at the map's first pixel and is
-  // masked to 0), so the channel loop is branch-free.
+  // Hoisted per-corner pointers (an invalid corner points at a valid pixel and is masked to
+  // 0), so the channel loop is branch-free.
+  const int64_t b = a.image_valid(a.image(n)) ? a.image(n) : 0;
   const scalar_t* src[4];
   T w[4];
   bool valid[4];
   for (int k = 0; k < 4; ++k) {
     valid[k] = t.valid(k);
     w[k] = t.weight(k);
-    src[k] = a.input + n * a.in_sN + (valid[k] ? t.offset(k, a.in_sH, a.in_sW) : 0);
+    src[k] = a.input + b * a.in_sN + (valid[k] ? t.offset(k, a.in_sH, a.in_sW) : 0);
   }
   for (int64_t c = c0; c < c1; c += step) {
     T acc = T(0);
@@ -142,7 +157,7 @@ PYOPS_HD void sample_point(const SampleArgs<scalar_t, T>& a, PointValues<scalar_
       const T v = static_cast<T>(src[k][c * a.in_sC]);
       acc += w[k] * (valid[k] ? v : T(0));
     }
-    out.data[out.index(n, c, p)] = static_cast<scalar_t>(acc);
+    out.data[out.index(n, c, p)] = static_cast<out_t>(acc);
   }
 }
 
@@ -169,7 +184,8 @@ PYOPS_HD void coords_grad(const SampleArgs<scalar_t, T>& a, const BilinearTaps<T
 
 // Deterministic gradient to the input, in three steps shared by every backend:
 //  1. corner_keys: every (point, corner) pair e = 4 * (n * P + p) + k gets the key
-//     n * H * W + y * W + x of the pixel it touches (N * H * W when outside) and its weight;
+//     b * H * W + y * W + x of the pixel it touches in image b (B * H * W when none) and its
+//     weight;
 //  2. a stable sort of the keys (ties keep point order, so the result is bit-reproducible);
 //  3. reduce_segment: the first entry of each run of equal keys sums the run in sorted
 //     order and writes the pixel's gradient; every pixel is written by at most one run.
@@ -180,7 +196,7 @@ PYOPS_HD void corner_keys(const SampleArgs<scalar_t, T>& a, int64_t n, int64_t p
   const int64_t HW = a.H * a.W;
   const int64_t e = 4 * (n * a.P + p);
   for (int k = 0; k < 4; ++k) {
-    keys[e + k] = t.valid(k) ? n * HW + t.pixel(k, a.W) : a.N * HW;
+    keys[e + k] = t.valid(k) ? a.image(n) * HW + t.pixel(k, a.W) : a.B * HW;
     weights[e + k] = t.weight(k);
   }
 }
@@ -197,13 +213,13 @@ PYOPS_HD void reduce_segment(const SampleArgs<scalar_t, T>& a, PointValues<const
                              int64_t step) {
   const int64_t key = sorted_keys[i];
   const int64_t HW = a.H * a.W;
-  const int64_t n = key / HW, pix = key - n * HW;
-  scalar_t* dst = grad_input + n * gi_sN + (pix / a.W) * gi_sH + (pix % a.W) * gi_sW;
+  const int64_t b = key / HW, pix = key - b * HW;
+  scalar_t* dst = grad_input + b * gi_sN + (pix / a.W) * gi_sH + (pix % a.W) * gi_sW;
   for (int64_t c = c0; c < c1; c += step) {
     T acc = T(0);
     for (int64_t j = i; j < M && sorted_keys[j] == key; ++j) {
       const int64_t e = order[j];
-      const int64_t p = (e >> 2) % a.P;
+      const int64_t n = (e >> 2) / a.P, p = (e >> 2) % a.P;
       acc += weights[e] * static_cast<T>(grad.data[grad.index(n, c, p)]);
     }
     dst[c * gi_sC] = static_cast<scalar_t>(acc);

@@ -1,11 +1,10 @@
-// CPU kernels of point_sample (forward and both gradients), parallel over points with
-// at::parallel_for. The per-point math is the one the CUDA kernels run (point_sample.h).
+// CPU kernels of point_sample (forward and both gradients), parallel with at::parallel_for.
+// The per-point math is the one the CUDA kernels run (point_sample.h).
 #include <algorithm>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/sort.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
@@ -15,19 +14,27 @@ namespace pyops {
 namespace pointrend {
 namespace {
 
+using OptTensor = std::optional<at::Tensor>;
+
 constexpr int64_t kGrain = 256;  // points per parallel task
 constexpr int64_t kPlanes = 8;   // channel planes per task for planar layouts
 
-at::Tensor point_sample_cpu(const at::Tensor& input_, const at::Tensor& coords_,
-                            bool align_corners) {
-  check_point_sample_args(input_, coords_);
-  const at::Tensor coords = opmath_coords(coords_, input_);
-  at::Tensor out = new_point_values(input_, coords.size(1));
+OptTensor contiguous(const OptTensor& t) {
+  return t.has_value() ? OptTensor(t->contiguous()) : std::nullopt;
+}
+
+at::Tensor point_sample_cpu(const at::Tensor& input, const at::Tensor& coords_, bool align_corners,
+                            const OptTensor& batch_index_) {
+  check_point_sample_args(input, coords_, batch_index_);
+  const at::Tensor coords = opmath_coords(coords_, input);
+  const OptTensor batch_index = contiguous(batch_index_);
+  at::Tensor out = new_point_values(input, coords.size(0), coords.size(1));
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "point_sample_cpu", [&] {
-    const auto a = make_sample_args<scalar_t>(input_, coords, align_corners);
-    const auto o = point_values(out, out.mutable_data_ptr<scalar_t>());
-    if (channels_innermost(input_)) {  // one contiguous channel row per corner
+  AT_DISPATCH_FLOATING_TYPES_AND4(at::kHalf, at::kBFloat16, at::kBool, at::kByte, input.scalar_type(), "point_sample_cpu", [&] {
+    using out_t = point_out_t<scalar_t>;
+    const auto a = make_sample_args<scalar_t>(input, coords, batch_index, align_corners);
+    const auto o = point_values(out, out.mutable_data_ptr<out_t>());
+    if (channels_innermost(input)) {  // one contiguous channel row per corner
       at::parallel_for(0, a.N * a.P, kGrain, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) sample_point(a, o, i / a.P, i % a.P, 0, a.C, 1);
       });
@@ -45,16 +52,18 @@ at::Tensor point_sample_cpu(const at::Tensor& input_, const at::Tensor& coords_,
   return out;
 }
 
-at::Tensor point_sample_backward_coords_cpu(const at::Tensor& grad_, const at::Tensor& input,
-                                            const at::Tensor& coords_, bool align_corners) {
-  check_point_grad(grad_, input, coords_);
+at::Tensor point_sample_backward_coords_cpu(const at::Tensor& grad, const at::Tensor& input,
+                                            const at::Tensor& coords_, bool align_corners,
+                                            const OptTensor& batch_index_) {
+  check_point_grad(grad, input, coords_, batch_index_);
   const at::Tensor coords = opmath_coords(coords_, input);
+  const OptTensor batch_index = contiguous(batch_index_);
   at::Tensor grad_coords = at::zeros_like(coords);
   if (grad_coords.numel() == 0) return grad_coords.to(coords_.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "point_sample_backward_coords_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const auto a = make_sample_args<scalar_t>(input, coords, align_corners);
-    const auto g = point_values(grad_, grad_.const_data_ptr<scalar_t>());
+    using T = opmath_t<scalar_t>;
+    const auto a = make_sample_args<scalar_t>(input, coords, batch_index, align_corners);
+    const auto g = point_values(grad, grad.const_data_ptr<scalar_t>());
     T* gc = grad_coords.mutable_data_ptr<T>();
     at::parallel_for(0, a.N * a.P, kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -69,17 +78,19 @@ at::Tensor point_sample_backward_coords_cpu(const at::Tensor& grad_, const at::T
   return grad_coords.to(coords_.scalar_type());
 }
 
-at::Tensor point_sample_backward_input_cpu(const at::Tensor& grad_, const at::Tensor& input,
-                                           const at::Tensor& coords_, bool align_corners) {
-  check_point_grad(grad_, input, coords_);
+at::Tensor point_sample_backward_input_cpu(const at::Tensor& grad, const at::Tensor& input,
+                                           const at::Tensor& coords_, bool align_corners,
+                                           const OptTensor& batch_index_) {
+  check_point_grad(grad, input, coords_, batch_index_);
   const at::Tensor coords = opmath_coords(coords_, input);
+  const OptTensor batch_index = contiguous(batch_index_);
   at::Tensor grad_input = at::zeros_like(input);
-  const int64_t M = 4 * input.size(0) * coords.size(1);
+  const int64_t M = 4 * coords.size(0) * coords.size(1);
   if (M == 0 || input.size(1) == 0) return grad_input;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "point_sample_backward_input_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const auto a = make_sample_args<scalar_t>(input, coords, align_corners);
-    const auto g = point_values(grad_, grad_.const_data_ptr<scalar_t>());
+    using T = opmath_t<scalar_t>;
+    const auto a = make_sample_args<scalar_t>(input, coords, batch_index, align_corners);
+    const auto g = point_values(grad, grad.const_data_ptr<scalar_t>());
     at::Tensor keys = at::empty({M}, input.options().dtype(at::kLong));
     at::Tensor weights = at::empty({M}, coords.options());
     int64_t* k = keys.mutable_data_ptr<int64_t>();
@@ -90,7 +101,7 @@ at::Tensor point_sample_backward_input_cpu(const at::Tensor& grad_, const at::Te
     const auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
     const int64_t* sk = std::get<0>(sorted).const_data_ptr<int64_t>();
     const int64_t* order = std::get<1>(sorted).const_data_ptr<int64_t>();
-    const int64_t sentinel = a.N * a.H * a.W;
+    const int64_t sentinel = a.B * a.H * a.W;
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, M, 4 * kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {

@@ -22,6 +22,12 @@ namespace pyops {
 namespace pointrend {
 namespace {
 
+using OptTensor = std::optional<at::Tensor>;
+
+OptTensor contiguous(const OptTensor& t) {
+  return t.has_value() ? OptTensor(t->contiguous()) : std::nullopt;
+}
+
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = kThreads / kWarp;
@@ -34,8 +40,8 @@ int64_t blocks_for(int64_t items, int64_t per_block) {
   return blocks;
 }
 
-template <typename scalar_t, typename T>
-__global__ void sample_planar_kernel(SampleArgs<scalar_t, T> a, PointValues<scalar_t*> out,
+template <typename scalar_t, typename T, typename out_t>
+__global__ void sample_planar_kernel(SampleArgs<scalar_t, T> a, PointValues<out_t*> out,
                                      int64_t point_blocks, int64_t chunks) {
   const int64_t b = blockIdx.x;
   const int64_t p = (b % point_blocks) * blockDim.x + threadIdx.x;
@@ -46,8 +52,8 @@ __global__ void sample_planar_kernel(SampleArgs<scalar_t, T> a, PointValues<scal
   sample_point(a, out, n, p, c0, min(c0 + kChannelChunk, a.C), int64_t(1));
 }
 
-template <typename scalar_t, typename T>
-__global__ void sample_rows_kernel(SampleArgs<scalar_t, T> a, PointValues<scalar_t*> out) {
+template <typename scalar_t, typename T, typename out_t>
+__global__ void sample_rows_kernel(SampleArgs<scalar_t, T> a, PointValues<out_t*> out) {
   const int64_t i = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (i >= a.N * a.P) return;
   sample_point(a, out, i / a.P, i % a.P, int64_t(threadIdx.x), a.C, int64_t(kWarp));
@@ -98,7 +104,7 @@ __global__ void segments_planar_kernel(SampleArgs<scalar_t, T> a, PointValues<co
                                        const T* weights, int64_t M, scalar_t* grad_input,
                                        GradInput gi) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= M || !segment_start(sorted_keys, i, a.N * a.H * a.W)) return;
+  if (i >= M || !segment_start(sorted_keys, i, a.B * a.H * a.W)) return;
   reduce_segment(a, g, sorted_keys, order, weights, M, i, grad_input, gi.sN, gi.sC, gi.sH, gi.sW,
                  int64_t(0), a.C, int64_t(1));
 }
@@ -109,7 +115,7 @@ __global__ void segments_rows_kernel(SampleArgs<scalar_t, T> a, PointValues<cons
                                      const T* weights, int64_t M, scalar_t* grad_input,
                                      GradInput gi) {
   const int64_t i = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (i >= M || !segment_start(sorted_keys, i, a.N * a.H * a.W)) return;
+  if (i >= M || !segment_start(sorted_keys, i, a.B * a.H * a.W)) return;
   reduce_segment(a, g, sorted_keys, order, weights, M, i, grad_input, gi.sN, gi.sC, gi.sH, gi.sW,
                  int64_t(threadIdx.x), a.C, int64_t(kWarp));
 }
@@ -118,17 +124,19 @@ __global__ void segments_rows_kernel(SampleArgs<scalar_t, T> a, PointValues<cons
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 at::Tensor point_sample_cuda(const at::Tensor& input, const at::Tensor& coords_,
-                             bool align_corners) {
-  check_point_sample_args(input, coords_);
+                             bool align_corners, const OptTensor& batch_index_) {
+  check_point_sample_args(input, coords_, batch_index_);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor coords = opmath_coords(coords_, input);
-  at::Tensor out = new_point_values(input, coords.size(1));
+  const OptTensor batch_index = contiguous(batch_index_);
+  at::Tensor out = new_point_values(input, coords.size(0), coords.size(1));
   if (out.numel() == 0) return out;
   const bool rows = channels_innermost(input);
   auto stream = at::cuda::getCurrentCUDAStream();
-  PYOPS_DISPATCH_FLOATS(input.scalar_type(), "point_sample_cuda", [&] {
-    const auto a = make_sample_args<scalar_t>(input, coords, align_corners);
-    const auto o = point_values(out, out.mutable_data_ptr<scalar_t>());
+  AT_DISPATCH_FLOATING_TYPES_AND4(at::kHalf, at::kBFloat16, at::kBool, at::kByte, input.scalar_type(), "point_sample_cuda", [&] {
+    using out_t = point_out_t<scalar_t>;
+    const auto a = make_sample_args<scalar_t>(input, coords, batch_index, align_corners);
+    const auto o = point_values(out, out.mutable_data_ptr<out_t>());
     if (rows) {
       sample_rows_kernel<<<blocks_for(a.N * a.P, kWarpsPerBlock), dim3(kWarp, kWarpsPerBlock), 0,
                            stream>>>(a, o);
@@ -144,17 +152,19 @@ at::Tensor point_sample_cuda(const at::Tensor& input, const at::Tensor& coords_,
 }
 
 at::Tensor point_sample_backward_coords_cuda(const at::Tensor& grad, const at::Tensor& input,
-                                             const at::Tensor& coords_, bool align_corners) {
-  check_point_grad(grad, input, coords_);
+                                             const at::Tensor& coords_, bool align_corners,
+                                             const OptTensor& batch_index_) {
+  check_point_grad(grad, input, coords_, batch_index_);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor coords = opmath_coords(coords_, input);
+  const OptTensor batch_index = contiguous(batch_index_);
   at::Tensor grad_coords = at::zeros_like(coords);
   if (grad_coords.numel() == 0) return grad_coords.to(coords_.scalar_type());
   const bool rows = channels_innermost(input);
   auto stream = at::cuda::getCurrentCUDAStream();
   PYOPS_DISPATCH_FLOATS(input.scalar_type(), "point_sample_backward_coords_cuda", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const auto a = make_sample_args<scalar_t>(input, coords, align_corners);
+    using T = opmath_t<scalar_t>;
+    const auto a = make_sample_args<scalar_t>(input, coords, batch_index, align_corners);
     const auto g = point_values(grad, grad.const_data_ptr<scalar_t>());
     T* gc = grad_coords.mutable_data_ptr<T>();
     if (rows) {
@@ -169,18 +179,20 @@ at::Tensor point_sample_backward_coords_cuda(const at::Tensor& grad, const at::T
 }
 
 at::Tensor point_sample_backward_input_cuda(const at::Tensor& grad, const at::Tensor& input,
-                                            const at::Tensor& coords_, bool align_corners) {
-  check_point_grad(grad, input, coords_);
+                                            const at::Tensor& coords_, bool align_corners,
+                                            const OptTensor& batch_index_) {
+  check_point_grad(grad, input, coords_, batch_index_);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor coords = opmath_coords(coords_, input);
+  const OptTensor batch_index = contiguous(batch_index_);
   at::Tensor grad_input = at::zeros_like(input);
-  const int64_t M = 4 * input.size(0) * coords.size(1);
+  const int64_t M = 4 * coords.size(0) * coords.size(1);
   if (M == 0 || input.size(1) == 0) return grad_input;
   const bool rows = channels_innermost(grad_input);
   auto stream = at::cuda::getCurrentCUDAStream();
   PYOPS_DISPATCH_FLOATS(input.scalar_type(), "point_sample_backward_input_cuda", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const auto a = make_sample_args<scalar_t>(input, coords, align_corners);
+    using T = opmath_t<scalar_t>;
+    const auto a = make_sample_args<scalar_t>(input, coords, batch_index, align_corners);
     const auto g = point_values(grad, grad.const_data_ptr<scalar_t>());
     at::Tensor keys = at::empty({M}, input.options().dtype(at::kLong));
     at::Tensor weights = at::empty({M}, coords.options());

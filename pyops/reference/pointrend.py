@@ -11,7 +11,7 @@ def point_sample(input: torch.Tensor, coords: torch.Tensor, align_corners: bool 
     (N, Hg, Wg, 2), ``(x, y)`` in ``[0, 1]``; returns (N, C, P) or (N, C, Hg, Wg).
 
     ``F.grid_sample`` with zero padding on ``2 * coords - 1``, computed in float32 (float64 for
-    float64 inputs) and returned in ``input.dtype``.
+    float64 inputs) and returned in ``input.dtype`` (float32 for bool/uint8 masks).
     """
     opmath = torch.float64 if input.dtype == torch.float64 else torch.float32
     grid = 2.0 * coords.to(opmath) - 1.0
@@ -22,4 +22,4 @@ def point_sample(input: torch.Tensor, coords: torch.Tensor, align_corners: bool 
     )
     if coords.dim() == 3:
         out = out.squeeze(3)
-    return out.to(input.dtype)
+    return out.to(input.dtype) if input.is_floating_point() else out

@@ -11,7 +11,19 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 from pyops import _extension
 from pyops._backend import BACKENDS, get_backend, set_backend, use_backend
 from pyops._extension import ExtensionUnavailableError
-from pyops.pointrend import point_sample
+from pyops.pointrend import (
+    calculate_uncertainty,
+    calculate_uncertainty_sem_seg,
+    generate_regular_grid_point_coords,
+    get_point_coords_wrt_image,
+    get_uncertain_point_coords_on_grid,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+    point_sample_fine_grained_features,
+    sample_points_for_loss,
+    subdivision_inference,
+    subdivision_step,
+)
 
 __version__ = "0.1.0"
 
@@ -23,7 +35,17 @@ __all__ = [
     "ExtensionUnavailableError",
     "extension_error",
     "get_backend",
+    "calculate_uncertainty",
+    "calculate_uncertainty_sem_seg",
+    "generate_regular_grid_point_coords",
+    "get_point_coords_wrt_image",
+    "get_uncertain_point_coords_on_grid",
+    "get_uncertain_point_coords_with_randomness",
     "point_sample",
+    "point_sample_fine_grained_features",
+    "sample_points_for_loss",
     "set_backend",
+    "subdivision_inference",
+    "subdivision_step",
     "use_backend",
 ]

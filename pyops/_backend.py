@@ -30,6 +30,8 @@ BACKENDS = ("cpu", "cuda", "triton", "reference")
 # of the two in benchmarks/results/; an op not listed uses "cuda".
 GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
+    "uncertain_point_coords": "cuda",
+    "subdivision_step": "cuda",
 }
 
 _global_backend: str | None = None

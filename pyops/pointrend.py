@@ -1,11 +1,17 @@
-"""PointRend ops: bilinear point sampling (more to come: point selection, subdivision).
+"""PointRend ops: point sampling, uncertainty-guided point selection, subdivision inference,
+ROI helpers and Mask2Former's loss-point sampler.
 
-The semantics are detectron2's ``point_features.py`` (see ``pyops.reference.pointrend``).
+Drop-in for detectron2's ``point_features.py`` / ``point_head`` helpers, mmcv's ``point_sample``
+and Mask2Former's sampling lines; the semantics are those of :mod:`pyops.reference.pointrend`.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+
 import torch
+import torch.nn.functional as F
 
 from pyops import _backend, _extension, _selfcheck
 from pyops import reference as _ref
@@ -97,6 +103,249 @@ def _point_sample(input, coords, align_corners, batch_index, backend):
     return op(input, coords, align_corners, batch_index)
 
 
+# ---- point selection ---------------------------------------------------------------------------
+
+calculate_uncertainty = _ref.calculate_uncertainty
+calculate_uncertainty_sem_seg = _ref.calculate_uncertainty_sem_seg
+generate_regular_grid_point_coords = _ref.generate_regular_grid_point_coords
+get_uncertain_point_coords_on_grid = _ref.get_uncertain_point_coords_on_grid
+get_point_coords_wrt_image = _ref.get_point_coords_wrt_image
+
+
+def _fused_channel(uncertainty_func, classes):
+    """(True, classes) when ``uncertainty_func`` is -|logit| of one channel per row, which the fused
+    kernels compute; (False, None) for any other function (the generic path)."""
+    f = uncertainty_func
+    if f is None or f is calculate_uncertainty:
+        return True, classes
+    if isinstance(f, functools.partial) and f.func is calculate_uncertainty and not f.args and set(f.keywords) <= {"classes"}:
+        return True, f.keywords.get("classes", classes)
+    return False, None
+
+
+def _check_logits(name: str, logits: torch.Tensor, dims: int = 4) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != dims or not logits.is_floating_point():
+        shape = "(R, C, H, W)" if dims == 4 else "(R, h, w)"
+        got = f"{logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"pyops.{name}: logits must be a floating-point {shape} tensor, got {got}")
+    if logits.shape[-1] == 0 or logits.shape[-2] == 0:
+        raise ValueError(f"pyops.{name}: logits must have non-empty spatial dimensions, got {tuple(logits.shape)}")
+
+
+def _random_seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """A Philox seed drawn from the torch generator (no host synchronisation on CUDA)."""
+    return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device, generator=generator)
+
+
+def get_uncertain_point_coords_with_randomness(
+    coarse_logits: torch.Tensor,
+    uncertainty_func: Callable[[torch.Tensor], torch.Tensor] | None,
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+    *,
+    classes: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """PointRend's training-time point selection (detectron2's signature), returns (R, num_points, 2).
+
+    Draws ``int(num_points * oversample_ratio)`` uniform candidates per row, samples the logits at
+    them, keeps the ``int(importance_sample_ratio * num_points)`` most uncertain and appends fresh
+    uniform points. Order within a row is unspecified (the set is the contract).
+
+    Fast path: ``uncertainty_func`` ``None``, :func:`calculate_uncertainty`, or
+    ``functools.partial(calculate_uncertainty, classes=...)`` (``-|logit|`` of one channel, chosen per
+    row by ``classes`` when C > 1): one kernel draws the candidates (Philox, seeded from the torch
+    generator, so ``torch.manual_seed`` reproduces them), samples only that channel and scores them;
+    a top-k selection and a second kernel pick the points. Any other callable runs the reference
+    composition. ``candidates`` (R, num_sampled, 2) float32 replaces the random candidates.
+    """
+    _check_logits("get_uncertain_point_coords_with_randomness", coarse_logits)
+    if not isinstance(num_points, int) or num_points < 1:
+        raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: num_points must be an int >= 1, got {num_points!r}")
+    if not oversample_ratio >= 1:
+        raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: oversample_ratio must be >= 1, got {oversample_ratio}")
+    if not 0 <= importance_sample_ratio <= 1:
+        raise ValueError(
+            f"pyops.get_uncertain_point_coords_with_randomness: importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
+        )
+    R, C = coarse_logits.shape[:2]
+    num_sampled = int(num_points * oversample_ratio)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    if candidates is not None and (candidates.shape != (R, num_sampled, 2) or candidates.dtype != torch.float32):
+        raise ValueError(
+            f"pyops.get_uncertain_point_coords_with_randomness: candidates must be float32 of shape "
+            f"({R}, {num_sampled}, 2), got {candidates.dtype} {tuple(candidates.shape)}"
+        )
+    fused, classes = _fused_channel(uncertainty_func, classes)
+    name = _backend.resolve("uncertain_point_coords", backend, coarse_logits.device)
+    if not fused or name == "reference":
+        func = uncertainty_func if uncertainty_func is not None else functools.partial(calculate_uncertainty, classes=classes)
+        return _ref.get_uncertain_point_coords_with_randomness(
+            coarse_logits, func, num_points, oversample_ratio, importance_sample_ratio, candidates, generator
+        )
+    if C > 1:
+        if classes is None:
+            raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: logits has {C} channels: pass classes")
+        classes = torch.as_tensor(classes, device=coarse_logits.device).long()
+        if classes.shape != (R,):
+            raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: classes must have shape ({R},), got {tuple(classes.shape)}")
+        if R and (classes.min() < 0 or classes.max() >= C):
+            raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: classes must lie in [0, {C}), got {classes.tolist()}")
+    else:
+        classes = None
+    op = torch.ops.pyops.uncertain_point_coords_triton if name == "triton" else torch.ops.pyops.uncertain_point_coords
+    seed = _random_seed(coarse_logits.device, generator)
+    return op(coarse_logits, classes, candidates, seed, num_points, num_sampled, num_uncertain)
+
+
+# ---- subdivision inference --------------------------------------------------------------------
+
+
+def subdivision_step(logits: torch.Tensor, num_points: int, *, backend: str | None = None):
+    """One fused subdivision step on one channel per row: 2x bilinear upsample
+    (``align_corners=False``) of (R, h, w) logits, uncertainty ``-|logit|``, selection of the
+    ``P = min(num_points, 4hw)`` most uncertain cells. Returns (upsampled (R, 2h, 2w),
+    flat indices (R, P) int64, cell-centre coords (R, P, 2) float32); order within a row is
+    unspecified."""
+    _check_logits("subdivision_step", logits, dims=3)
+    if not isinstance(num_points, int) or num_points < 1:
+        raise ValueError(f"pyops.subdivision_step: num_points must be an int >= 1, got {num_points!r}")
+    name = _backend.resolve("subdivision_step", backend, logits.device)
+    if name == "reference":
+        return _ref.subdivision_step(logits, num_points)
+    op = torch.ops.pyops.subdivision_step_triton if name == "triton" else torch.ops.pyops.subdivision_step
+    return op(logits, num_points)
+
+
+def _select_channel(logits: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+    """(R, C, ...) -> (R, ...): channel classes[r] of row r (the only channel when C == 1)."""
+    if logits.shape[1] == 1:
+        return logits[:, 0]
+    if classes is None:
+        raise ValueError(f"pyops.subdivision_inference: logits have {logits.shape[1]} channels: pass classes")
+    return logits[torch.arange(logits.shape[0], device=logits.device), classes]
+
+
+def subdivision_inference(
+    coarse_logits: torch.Tensor,
+    point_head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    classes: torch.Tensor | None = None,
+    num_steps: int = 5,
+    num_points: int = 784,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """PointRend's mask inference: ``num_steps`` rounds of 2x upsampling, selection of the
+    ``num_points`` most uncertain cells, re-prediction there by ``point_head`` and scatter back.
+
+    Only the predicted class's channel is refined (``classes`` (R,) picks it when C > 1), so memory
+    does not grow with the number of classes, unlike detectron2's loop which upsamples them all.
+    ``point_head(coords (R, P, 2), indices (R, P))`` returns the logits at the points: (R, P), or
+    (R, C', P) with C' = 1 or C' = C (the chosen channel is taken). A step is skipped (plain
+    upsampling) when the next resolution would have at most ``num_points`` cells, as detectron2
+    does. Returns (R, 1, h * 2**num_steps, w * 2**num_steps).
+    """
+    _check_logits("subdivision_inference", coarse_logits)
+    logits = _select_channel(coarse_logits, classes)
+    for step in range(num_steps):
+        h, w = logits.shape[1:]
+        if num_points >= 16 * h * w and step < num_steps - 1:
+            logits = F.interpolate(logits.unsqueeze(1), scale_factor=2, mode="bilinear", align_corners=False).squeeze(1)
+            continue
+        up, indices, coords = subdivision_step(logits, num_points, backend=backend)
+        point_logits = point_head(coords, indices)
+        if point_logits.dim() == 3:
+            point_logits = _select_channel(point_logits, classes)
+        logits = up.flatten(1).scatter(1, indices, point_logits.to(up.dtype)).view_as(up)
+    return logits.unsqueeze(1)
+
+
+# ---- ROI helpers ------------------------------------------------------------------------------
+
+
+def point_sample_fine_grained_features(
+    features_list: Sequence[torch.Tensor],
+    feature_scales: Sequence[float],
+    boxes: Sequence,
+    point_coords: torch.Tensor,
+    *,
+    backend: str | None = None,
+):
+    """detectron2's ``point_sample_fine_grained_features``: features of every level at ROI points.
+
+    Args:
+        features_list: per level, (B, C_l, H_l, W_l) features of the B images.
+        feature_scales: per level, 1 / stride (a level of stride s is sampled at ``x_img / s - 0.5``).
+        boxes: per image, its ROIs as an (R_i, 4) tensor or an object with ``.tensor``
+            (detectron2 ``Boxes``), ``(x0, y0, x1, y1)`` in image pixels.
+        point_coords: (R, P, 2) points normalized to each ROI, R = sum R_i.
+
+    Returns:
+        ((R, sum C_l, P) features, (R, P, 2) points in image coordinates). All images are
+        sampled in one launch per level.
+    """
+    boxes = [b.tensor if hasattr(b, "tensor") else b for b in boxes]
+    image_coords = get_point_coords_wrt_image(torch.cat(boxes), point_coords)
+    counts = torch.tensor([len(b) for b in boxes], device=point_coords.device)
+    batch_index = torch.repeat_interleave(torch.arange(len(boxes), device=point_coords.device), counts)
+    levels = []
+    for feature_map, scale in zip(features_list, feature_scales):
+        h, w = feature_map.shape[-2:]
+        if feature_map.dim() != 4 or feature_map.shape[0] != len(boxes):
+            raise ValueError(
+                f"pyops.point_sample_fine_grained_features: each feature map must be (B, C, H, W) with "
+                f"B = {len(boxes)} images, got {tuple(feature_map.shape)}"
+            )
+        normalized = image_coords * (scale / torch.tensor([w, h], dtype=image_coords.dtype, device=image_coords.device))
+        levels.append(_point_sample(feature_map, normalized, False, batch_index, backend))
+    return torch.cat(levels, dim=1), image_coords
+
+
+# ---- Mask2Former ------------------------------------------------------------------------------
+
+
+def sample_points_for_loss(
+    mask_logits: torch.Tensor,
+    gt_masks: torch.Tensor,
+    num_points: int = 12544,
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+    *,
+    generator: torch.Generator | None = None,
+    backend: str | None = None,
+):
+    """Mask2Former's ``loss_masks`` point sampling in one call.
+
+    Args:
+        mask_logits: (R, 1, h, w) or (R, h, w) predicted mask logits of the matched queries.
+        gt_masks: (R, H, W) ground-truth masks, bool, uint8 or float, at any resolution; bool and
+            uint8 masks are sampled directly, without a float copy of the masks.
+
+    Returns:
+        (point_coords (R, N, 2), point_logits (R, N) differentiable to ``mask_logits``,
+        point_labels (R, N) float32 bilinear samples of the masks).
+    """
+    if mask_logits.dim() == 3:
+        mask_logits = mask_logits.unsqueeze(1)
+    _check_logits("sample_points_for_loss", mask_logits)
+    if gt_masks.dim() != 3 or gt_masks.shape[0] != mask_logits.shape[0]:
+        raise ValueError(
+            f"pyops.sample_points_for_loss: gt_masks must be (R, H, W) with R = {mask_logits.shape[0]}, "
+            f"got {tuple(gt_masks.shape)}"
+        )
+    with torch.no_grad():
+        coords = get_uncertain_point_coords_with_randomness(
+            mask_logits.detach(), None, num_points, oversample_ratio, importance_sample_ratio,
+            generator=generator, backend=backend,
+        )
+        labels = point_sample(gt_masks.unsqueeze(1), coords, backend=backend).squeeze(1)
+    logits = point_sample(mask_logits, coords, backend=backend).squeeze(1)
+    return coords, logits, labels.float()
+
+
 # ---- kernels of the pyops::*_triton operators (schemas in csrc/ops.cpp) -----------------------
 # Registered for CUDA tensors, and for CPU tensors so the Triton interpreter can run them in tests.
 # pyops.kernels (and triton) are imported on first use only.
@@ -147,6 +396,37 @@ def _contiguous(t):
     return None if t is None else t.contiguous()
 
 
+def _triton_uncertain_point_coords(logits, classes, candidates, seed, num_points, num_candidates, num_uncertain):
+    from pyops.kernels import point_select as k
+
+    R = logits.shape[0]
+    out = logits.new_empty((R, num_points, 2), dtype=torch.float32)
+    if R == 0:
+        return out
+    drawn = logits.new_empty((R, num_candidates, 2), dtype=torch.float32) if candidates is None else candidates.contiguous()
+    uncertainty = logits.new_empty((R, num_candidates), dtype=torch.float32)
+    k.score_candidates(logits, _contiguous(classes), None if candidates is None else drawn, drawn, uncertainty, seed)
+    top = torch.topk(uncertainty, num_uncertain, dim=1, sorted=False).indices.contiguous()
+    k.pick_points(drawn, top, out, seed)
+    return out
+
+
+def _triton_subdivision_step(logits, num_points):
+    from pyops.kernels import point_select as k
+
+    R, h, w = logits.shape
+    P = min(num_points, 4 * h * w)
+    up = logits.new_empty((R, 2 * h, 2 * w))
+    uncertainty = logits.new_empty((R, 4 * h * w), dtype=torch.float32)
+    coords = logits.new_empty((R, P, 2), dtype=torch.float32)
+    if R == 0:
+        return up, logits.new_empty((0, P), dtype=torch.int64), coords
+    k.upsample2x(logits, up, uncertainty)
+    indices = torch.topk(uncertainty, P, dim=1, sorted=False).indices.contiguous()
+    k.grid_points(indices, coords, 2 * h, 2 * w)
+    return up, indices, coords
+
+
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
 
 
@@ -160,6 +440,20 @@ def _fake_backward_input(grad, input, coords, align_corners, batch_index=None):
 
 def _fake_backward_coords(grad, input, coords, align_corners, batch_index=None):
     return coords.new_empty(coords.shape)
+
+
+def _fake_uncertain_point_coords(logits, classes, candidates, seed, num_points, num_candidates, num_uncertain):
+    return logits.new_empty((logits.shape[0], num_points, 2), dtype=torch.float32)
+
+
+def _fake_subdivision_step(logits, num_points):
+    R, h, w = logits.shape
+    P = min(num_points, 4 * h * w)
+    return (
+        logits.new_empty((R, 2 * h, 2 * w)),
+        logits.new_empty((R, P), dtype=torch.int64),
+        logits.new_empty((R, P, 2), dtype=torch.float32),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -188,7 +482,11 @@ if _extension.available():
     torch.library.register_kernel("pyops::point_sample_triton", ("cpu", "cuda"), _triton_point_sample)
     torch.library.register_kernel("pyops::point_sample_backward_input_triton", ("cpu", "cuda"), _triton_backward_input)
     torch.library.register_kernel("pyops::point_sample_backward_coords_triton", ("cpu", "cuda"), _triton_backward_coords)
+    torch.library.register_kernel("pyops::uncertain_point_coords_triton", ("cpu", "cuda"), _triton_uncertain_point_coords)
+    torch.library.register_kernel("pyops::subdivision_step_triton", ("cpu", "cuda"), _triton_subdivision_step)
     for _suffix in ("", "_triton"):
+        torch.library.register_fake(f"pyops::uncertain_point_coords{_suffix}")(_fake_uncertain_point_coords)
+        torch.library.register_fake(f"pyops::subdivision_step{_suffix}")(_fake_subdivision_step)
         torch.library.register_fake(f"pyops::point_sample{_suffix}")(_fake_point_sample)
         torch.library.register_fake(f"pyops::point_sample_backward_input{_suffix}")(_fake_backward_input)
         torch.library.register_fake(f"pyops::point_sample_backward_coords{_suffix}")(_fake_backward_coords)

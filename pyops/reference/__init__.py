@@ -1,5 +1,29 @@
 """Plain-PyTorch reference implementations: the definition every kernel is tested against."""
 
-from pyops.reference.pointrend import point_sample
+from pyops.reference.pointrend import (
+    calculate_uncertainty,
+    calculate_uncertainty_sem_seg,
+    generate_regular_grid_point_coords,
+    get_point_coords_wrt_image,
+    get_uncertain_point_coords_on_grid,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+    point_sample_fine_grained_features,
+    sample_points_for_loss,
+    subdivision_inference,
+    subdivision_step,
+)
 
-__all__ = ["point_sample"]
+__all__ = [
+    "calculate_uncertainty",
+    "calculate_uncertainty_sem_seg",
+    "generate_regular_grid_point_coords",
+    "get_point_coords_wrt_image",
+    "get_uncertain_point_coords_on_grid",
+    "get_uncertain_point_coords_with_randomness",
+    "point_sample",
+    "point_sample_fine_grained_features",
+    "sample_points_for_loss",
+    "subdivision_inference",
+    "subdivision_step",
+]

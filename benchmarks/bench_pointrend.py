@@ -54,3 +54,60 @@ def bench_point_sample(measure, device, N, C, H, W, P, layout, pass_, impl):
     x.requires_grad_()
     g = torch.randn(N, C, P, generator=gen).to(device)
     measure(lambda: torch.autograd.grad(fn(x, c), x, g), group=group, impl=name, role=role, device=device)
+
+
+# (device, R, mask logits side, ground-truth side, points): Mask2Former's loss sampling
+M2F_CASES = [
+    pytest.param("cuda", 1600, 128, 512, 12544, id="cuda-R1600-128-gt512-N12544", marks=pytest.mark.gpu),
+    pytest.param("cpu", 16, 32, 128, 784, id="cpu-R16-32-gt128-N784"),
+]
+
+
+@pytest.mark.parametrize("device,R,side,gt_side,N", M2F_CASES)
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda", "triton"])
+def bench_mask2former_sampling(measure, device, R, side, gt_side, N, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if (impl == "cpu") != (device == "cpu") and impl != "reference":
+        pytest.skip("backend does not run on this device")
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(R, 1, side, side, generator=gen).to(device)
+    gt = (torch.rand(R, gt_side, gt_side, generator=gen) > 0.5).to(device)
+    group = f"mask2former sampling {device} R{R} {side}x{side} gt{gt_side} N{N} os3 b0.75"
+    if impl == "reference":  # Mask2Former's lines; its masks are already float there
+        gt_float = gt.float()
+        fn = lambda: reference.sample_points_for_loss(logits, gt_float, N, 3.0, 0.75)  # noqa: E731
+        measure(fn, group=group, impl="reference (Mask2Former eager)", role="reference", device=device)
+    else:
+        fn = lambda: pyops.sample_points_for_loss(logits, gt, N, 3.0, 0.75, backend=impl)  # noqa: E731
+        measure(fn, group=group, impl=f"pyops-{impl}", device=device)
+
+
+# (device, R, coarse side, steps, points): PointRend's mask subdivision inference
+SUBDIVISION_CASES = [
+    pytest.param("cuda", 100, 7, 5, 784, id="cuda-R100-7to224-N784", marks=pytest.mark.gpu),
+    pytest.param("cpu", 20, 7, 4, 196, id="cpu-R20-7to112-N196"),
+]
+
+
+@pytest.mark.parametrize("device,R,side,steps,N", SUBDIVISION_CASES)
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cuda", "triton"])
+def bench_subdivision_inference(measure, device, R, side, steps, N, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if (impl == "cpu") != (device == "cpu") and impl != "reference":
+        pytest.skip("backend does not run on this device")
+    gen = torch.Generator().manual_seed(0)
+    coarse = torch.randn(R, 1, side, side, generator=gen).to(device)
+    fine = torch.randn(R, 1, side << steps, side << steps, generator=gen).to(device)
+
+    def head(coords, indices):  # the same cheap stand-in point head for every implementation
+        return F.grid_sample(fine, 2.0 * coords.unsqueeze(2) - 1.0, align_corners=False).squeeze(3)
+
+    group = f"subdivision inference {device} R{R} {side}->{side << steps} N{N}"
+    if impl == "reference":
+        fn = lambda: reference.subdivision_inference(coarse, head, num_steps=steps, num_points=N)  # noqa: E731
+        measure(fn, group=group, impl="reference (detectron2 eager)", role="reference", device=device)
+    else:
+        fn = lambda: pyops.subdivision_inference(coarse, head, num_steps=steps, num_points=N, backend=impl)  # noqa: E731
+        measure(fn, group=group, impl=f"pyops-{impl}", device=device)

@@ -26,6 +26,7 @@ class OpCheck:
     reference: Callable[..., torch.Tensor]  # reference(*inputs)
     atol: float = 1e-4
     rtol: float = 1e-4
+    differentiable: bool = True  # also compare the gradients of the floating-point inputs
 
 
 @dataclass
@@ -74,9 +75,11 @@ def _median_ms(fn: Callable[[], object], device: torch.device, repeat: int = 7) 
     return statistics.median(times)
 
 
-def _forward_backward(fn: Callable[..., torch.Tensor], inputs: tuple, grad_out_seed: int):
-    leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
+def _forward_backward(fn: Callable[..., torch.Tensor], inputs: tuple, grad_out_seed: int, differentiable: bool = True):
+    leaves = [t.detach().requires_grad_(differentiable and t.is_floating_point()) for t in inputs]
     out = fn(*leaves)
+    if not differentiable:
+        return [out]
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed))
     grads = torch.autograd.grad(out, [t for t in leaves if t.requires_grad], g.to(out))
     return [out, *grads]
@@ -89,15 +92,16 @@ def check_one(check: OpCheck, device: torch.device, backend: str, seed: int = 0)
         return result
     try:
         inputs = check.make_inputs(device, torch.float32, torch.Generator().manual_seed(seed))
-        got = _forward_backward(lambda *a: check.run(*a, backend=backend), inputs, seed)
+        run = lambda *a: check.run(*a, backend=backend)  # noqa: E731
+        got = _forward_backward(run, inputs, seed, check.differentiable)
         inputs64 = tuple(t.double() if t.is_floating_point() else t for t in inputs)
-        want = _forward_backward(check.reference, inputs64, seed)
+        want = _forward_backward(check.reference, inputs64, seed, check.differentiable)
         result.max_error = max((a.double() - b).abs().max().item() for a, b in zip(got, want))
         for a, b in zip(got, want):
             if not torch.allclose(a.double(), b, atol=check.atol, rtol=check.rtol, equal_nan=True):
                 result.error = f"differs from the reference (max error {result.max_error:.3g})"
-        result.ms = _median_ms(lambda: _forward_backward(lambda *a: check.run(*a, backend=backend), inputs, seed), device)
-        result.ref_ms = _median_ms(lambda: _forward_backward(check.reference, inputs, seed), device)
+        result.ms = _median_ms(lambda: _forward_backward(run, inputs, seed, check.differentiable), device)
+        result.ref_ms = _median_ms(lambda: _forward_backward(check.reference, inputs, seed, check.differentiable), device)
     except Exception as exc:  # reported in the table, turns the exit status non-zero
         result.error = f"{type(exc).__name__}: {exc}"
     return result

@@ -10,16 +10,20 @@ import torch
 import pyops
 from pyops import reference
 
+# On a machine without a GPU the same cases run on the C++ CPU kernels (a dry run of this script).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKEND = DEVICE
+
 
 def case(N, C, H, W, P, dtype, channels_last, align_corners):
-    x = torch.randn(N, C, H, W, device="cuda", dtype=dtype)
+    x = torch.randn(N, C, H, W, device=DEVICE, dtype=dtype)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    c = torch.rand(N, P, 2, device="cuda") * 1.4 - 0.2
-    c[0, :3] = torch.tensor([[float("nan"), 0.5], [float("inf"), 0.1], [1e30, -1e30]], device="cuda")
+    c = torch.rand(N, P, 2, device=DEVICE) * 1.4 - 0.2
+    c[0, :3] = torch.tensor([[float("nan"), 0.5], [float("inf"), 0.1], [1e30, -1e30]], device=DEVICE)
     x.requires_grad_()
     c.requires_grad_()
-    out = pyops.point_sample(x, c, align_corners, backend="cuda")
+    out = pyops.point_sample(x, c, align_corners, backend=BACKEND)
     g = torch.randn_like(out)
     gx, gc = torch.autograd.grad(out, (x, c), g)
     want = reference.point_sample(x, c, align_corners)
@@ -30,6 +34,25 @@ def case(N, C, H, W, P, dtype, channels_last, align_corners):
     torch.testing.assert_close(gc, wc, **tol)
 
 
+def selection_cases():
+    # point selection (drawn and supplied candidates, per-row classes), subdivision, batch_index
+    logits = torch.randn(5, 3, 13, 17, device=DEVICE, dtype=torch.float16)
+    classes = torch.tensor([0, 2, 1, 2, 0], device=DEVICE)
+    for candidates in (None, torch.rand(5, 111, 2, device=DEVICE)):
+        pts = pyops.get_uncertain_point_coords_with_randomness(
+            logits, None, 37, 3.0, 0.75, classes=classes, candidates=candidates, backend=BACKEND
+        )
+        assert pts.shape == (5, 37, 2) and bool(((pts >= 0) & (pts < 1)).all())
+    up, idx, coords = pyops.subdivision_step(logits[:, 0], 100, backend=BACKEND)
+    want_up = reference.subdivision_step(logits[:, 0], 100)[0]
+    torch.testing.assert_close(up, want_up, atol=1e-2, rtol=1e-2)
+    feats = [torch.randn(2, 7, 9, 11, device=DEVICE, requires_grad=True)]
+    boxes = [torch.tensor([[1.0, 2.0, 30.0, 20.0]], device=DEVICE), torch.tensor([[0.0, 0.0, 40.0, 36.0], [5.0, 5.0, 9.0, 9.0]], device=DEVICE)]
+    out, _ = pyops.point_sample_fine_grained_features(feats, [1 / 4], boxes, torch.rand(3, 19, 2, device=DEVICE), backend=BACKEND)
+    out.sum().backward()
+    pyops.sample_points_for_loss(torch.randn(4, 1, 16, 16, device=DEVICE), torch.rand(4, 64, 64, device=DEVICE) > 0.5, 50, backend=BACKEND)
+
+
 def main():
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for channels_last in (False, True):
@@ -37,8 +60,10 @@ def main():
                 case(3, 37, 7, 11, 53, dtype, channels_last, align_corners)
     case(2, 1, 1, 1, 5, torch.float32, False, False)
     case(1, 300, 5, 3, 1000, torch.float32, True, False)
-    torch.cuda.synchronize()
-    print("sanitize cases done")
+    selection_cases()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    print(f"sanitize cases done on {DEVICE}")
 
 
 if __name__ == "__main__":

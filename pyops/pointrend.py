@@ -290,7 +290,9 @@ def point_sample_fine_grained_features(
     boxes = [b.tensor if hasattr(b, "tensor") else b for b in boxes]
     image_coords = get_point_coords_wrt_image(torch.cat(boxes), point_coords)
     counts = torch.tensor([len(b) for b in boxes], device=point_coords.device)
-    batch_index = torch.repeat_interleave(torch.arange(len(boxes), device=point_coords.device), counts)
+    batch_index = torch.repeat_interleave(
+        torch.arange(len(boxes), device=point_coords.device), counts, output_size=point_coords.shape[0]
+    )
     levels = []
     for feature_map, scale in zip(features_list, feature_scales):
         h, w = feature_map.shape[-2:]

@@ -196,6 +196,18 @@ def test_bad_device_and_flags():
         pyops.point_sample(x, [[0.5, 0.5]])
 
 
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_batch_index_rows_and_out_of_range_rows(device, backend):
+    # the op form used by the ROI helpers: row n samples image batch_index[n]; a bad index
+    # samples nothing instead of reading out of bounds
+    x = make_input(2, 5, 6, 7, torch.float32, device)
+    c = make_coords((4, 9, 2), torch.float32, device)
+    op = torch.ops.pyops.point_sample_triton if backend == "triton" else torch.ops.pyops.point_sample
+    got = op(x, c, False, torch.tensor([1, 0, 1, 7], device=device))
+    torch.testing.assert_close(got[:3], reference.point_sample(x[[1, 0, 1]], c[:3]))
+    assert torch.equal(got[3], torch.zeros_like(got[3]))
+
+
 def test_cpp_op_checks_its_arguments():
     # callers of torch.ops.pyops (C++, other frameworks) get errors too, not crashes
     with pytest.raises(RuntimeError, match=r"coords must have shape \(N, P, 2\)"):

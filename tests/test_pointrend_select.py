@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_matches_reference, assert_opcheck, device_backends
+from helpers import assert_compile_matches_eager, assert_matches_reference, assert_opcheck, device_backends
 
 import pyops
 from pyops import reference
@@ -200,6 +200,28 @@ def test_mask2former_sampler(device, backend):
     torch.manual_seed(0)  # float masks give the same labels
     labels_f = pyops.sample_points_for_loss(logits, gt.float(), num_points=50, backend=backend)[2]
     torch.testing.assert_close(labels_f, labels)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_compile_roi_sampling_and_loss_sampler(device, backend):
+    features = randn(2, 3, 16, 20, device=device)
+    boxes = [torch.tensor([[4.0, 6.0, 40.0, 50.0]], device=device), torch.tensor([[10.0, 3.0, 30.0, 20.0]], device=device)]
+    sample = lambda f, c: pyops.point_sample_fine_grained_features([f], [0.25], boxes, c, backend=backend)[0]  # noqa: E731
+    assert_compile_matches_eager(sample, (features, rand(2, 9, 2, device=device)))
+
+    logits = randn(2, 1, 8, 8, device=device)
+    gt = rand(2, 16, 16, device=device) > 0.5
+
+    def loss_points(logits):
+        return pyops.sample_points_for_loss(logits, gt, num_points=20, backend=backend)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss_points, fullgraph=True, backend="aot_eager")
+    torch.manual_seed(0)
+    got = compiled(logits)
+    torch.manual_seed(0)
+    for a, b in zip(got, loss_points(logits)):
+        torch.testing.assert_close(a, b)
 
 
 def test_mask2former_sampler_rejects_bad_masks():

@@ -48,6 +48,9 @@ def extension():
     sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     cxx = ["-O3", "-fopenmp"]
     kwargs = dict(extra_link_args=["-fopenmp"])
+    # py_limited_api: the module uses only the stable Python C API and does not link
+    # libtorch_python, so one build serves every Python >= 3.10 and C++ programs can load it.
+    kwargs["py_limited_api"] = True
     if not cuda_wanted():
         return CppExtension("pyops._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
 
@@ -69,4 +72,5 @@ def extension():
 setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pyops import _backend, _extension, _selfcheck
+from pyops._interop import accepts_arrays
 from pyops import reference as _ref
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -58,6 +59,7 @@ def _check_point_sample(input: torch.Tensor, coords: torch.Tensor, align_corners
         )
 
 
+@accepts_arrays
 def point_sample(
     input: torch.Tensor,
     coords: torch.Tensor,
@@ -137,6 +139,7 @@ def _random_seed(device: torch.device, generator: torch.Generator | None) -> tor
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device, generator=generator)
 
 
+@accepts_arrays
 def get_uncertain_point_coords_with_randomness(
     coarse_logits: torch.Tensor,
     uncertainty_func: Callable[[torch.Tensor], torch.Tensor] | None,
@@ -204,6 +207,7 @@ def get_uncertain_point_coords_with_randomness(
 # ---- subdivision inference --------------------------------------------------------------------
 
 
+@accepts_arrays
 def subdivision_step(logits: torch.Tensor, num_points: int, *, backend: str | None = None):
     """One fused subdivision step on one channel per row: 2x bilinear upsample
     (``align_corners=False``) of (R, h, w) logits, uncertainty ``-|logit|``, selection of the
@@ -266,6 +270,7 @@ def subdivision_inference(
 # ---- ROI helpers ------------------------------------------------------------------------------
 
 
+@accepts_arrays
 def point_sample_fine_grained_features(
     features_list: Sequence[torch.Tensor],
     feature_scales: Sequence[float],
@@ -309,6 +314,7 @@ def point_sample_fine_grained_features(
 # ---- Mask2Former ------------------------------------------------------------------------------
 
 
+@accepts_arrays
 def sample_points_for_loss(
     mask_logits: torch.Tensor,
     gt_masks: torch.Tensor,

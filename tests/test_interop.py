@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,33 @@ def test_torch_export_and_aotinductor(tmp_path):
     package = torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp_path / "point_head.pt2"))
     compiled = torch._inductor.aoti_load_package(package)
     torch.testing.assert_close(compiled(*inputs), model(*inputs))
+
+
+def test_numpy_arrays_in_and_out():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 6), dtype=np.float32)
+    c = rng.random((2, 7, 2), dtype=np.float32)
+    out = pyops.point_sample(x, c)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3, 7)
+    np.testing.assert_array_equal(out, pyops.point_sample(torch.from_numpy(x), torch.from_numpy(c)).numpy())
+
+    # tuple results and list arguments come back as NumPy too
+    logits = rng.standard_normal((3, 1, 8, 8), dtype=np.float32)
+    up, indices, coords = pyops.subdivision_step(logits[:, 0], 10)
+    assert isinstance(up, np.ndarray) and indices.dtype == np.int64 and coords.shape == (3, 10, 2)
+    boxes = [np.array([[0.0, 0.0, 16.0, 16.0]], dtype=np.float32), np.array([[2.0, 2.0, 9.0, 12.0]], dtype=np.float32)]
+    features, image_coords = pyops.point_sample_fine_grained_features([x], [0.5], boxes, c)
+    assert isinstance(features, np.ndarray) and features.shape == (2, 3, 7)
+    assert isinstance(image_coords, np.ndarray)
+
+
+def test_unsupported_arrays_get_a_clear_error():
+    x = np.random.rand(1, 2, 4, 4).astype(np.float32)
+    reversed_points = np.random.rand(1, 5, 2).astype(np.float32)[:, ::-1]
+    with pytest.raises(TypeError, match="cannot take this numpy.ndarray zero-copy through DLPack"):
+        pyops.point_sample(x, reversed_points)
+    with pytest.raises(TypeError, match="must be tensors"):
+        pyops.point_sample(x, [[0.5, 0.5]])
 
 
 def cmake_hints() -> list[str]:

@@ -196,7 +196,10 @@ def get_uncertain_point_coords_with_randomness(
         if classes.shape != (R,):
             raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: classes must have shape ({R},), got {tuple(classes.shape)}")
         if R and (classes.min() < 0 or classes.max() >= C):
-            raise ValueError(f"pyops.get_uncertain_point_coords_with_randomness: classes must lie in [0, {C}), got {classes.tolist()}")
+            raise ValueError(
+                f"pyops.get_uncertain_point_coords_with_randomness: classes must lie in [0, {C}), "
+                f"got values from {classes.min().item()} to {classes.max().item()}"
+            )
     else:
         classes = None
     op = torch.ops.pyops.uncertain_point_coords_triton if name == "triton" else torch.ops.pyops.uncertain_point_coords
@@ -292,7 +295,12 @@ def point_sample_fine_grained_features(
         ((R, sum C_l, P) features, (R, P, 2) points in image coordinates). All images are
         sampled in one launch per level.
     """
+    name = "pyops.point_sample_fine_grained_features"
     boxes = [b.tensor if hasattr(b, "tensor") else b for b in boxes]
+    if not features_list or len(features_list) != len(feature_scales):
+        raise ValueError(f"{name}: need one scale per feature level, got {len(features_list)} levels and {len(feature_scales)} scales")
+    if sum(len(b) for b in boxes) != point_coords.shape[0]:
+        raise ValueError(f"{name}: point_coords has {point_coords.shape[0]} rows but boxes hold {sum(len(b) for b in boxes)} ROIs")
     image_coords = get_point_coords_wrt_image(torch.cat(boxes), point_coords)
     counts = torch.tensor([len(b) for b in boxes], device=point_coords.device)
     batch_index = torch.repeat_interleave(
@@ -303,8 +311,7 @@ def point_sample_fine_grained_features(
         h, w = feature_map.shape[-2:]
         if feature_map.dim() != 4 or feature_map.shape[0] != len(boxes):
             raise ValueError(
-                f"pyops.point_sample_fine_grained_features: each feature map must be (B, C, H, W) with "
-                f"B = {len(boxes)} images, got {tuple(feature_map.shape)}"
+                f"{name}: each feature map must be (B, C, H, W) with B = {len(boxes)} images, got {tuple(feature_map.shape)}"
             )
         normalized = image_coords * (scale / torch.tensor([w, h], dtype=image_coords.dtype, device=image_coords.device))
         levels.append(_point_sample(feature_map, normalized, False, batch_index, backend))

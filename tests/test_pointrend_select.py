@@ -224,6 +224,17 @@ def test_compile_roi_sampling_and_loss_sampler(device, backend):
         torch.testing.assert_close(a, b)
 
 
+def test_fine_grained_features_reject_bad_inputs():
+    f = [torch.randn(2, 3, 8, 8)]
+    boxes = [torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([[1.0, 1.0, 5.0, 5.0]])]
+    with pytest.raises(ValueError, match="point_coords has 3 rows but boxes hold 2 ROIs"):
+        pyops.point_sample_fine_grained_features(f, [0.25], boxes, torch.rand(3, 4, 2))
+    with pytest.raises(ValueError, match="need one scale per feature level"):
+        pyops.point_sample_fine_grained_features(f, [0.25, 0.125], boxes, torch.rand(2, 4, 2))
+    with pytest.raises(ValueError, match=r"must be \(B, C, H, W\) with B = 2 images"):
+        pyops.point_sample_fine_grained_features([torch.randn(3, 3, 8, 8)], [0.25], boxes, torch.rand(2, 4, 2))
+
+
 def test_mask2former_sampler_rejects_bad_masks():
     with pytest.raises(ValueError, match=r"gt_masks must be \(R, H, W\) with R = 2"):
         pyops.sample_points_for_loss(torch.randn(2, 1, 8, 8), torch.zeros(3, 8, 8, dtype=torch.bool))

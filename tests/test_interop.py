@@ -57,6 +57,29 @@ def test_numpy_arrays_in_and_out():
     assert isinstance(image_coords, np.ndarray)
 
 
+def test_jax_arrays_in_and_out():
+    jnp = pytest.importorskip("jax.numpy")
+    x = np.random.default_rng(1).standard_normal((2, 3, 5, 6), dtype=np.float32)
+    c = np.random.default_rng(2).random((2, 7, 2), dtype=np.float32)
+    out = pyops.point_sample(jnp.asarray(x), jnp.asarray(c))
+    assert type(out).__module__.split(".")[0] in ("jax", "jaxlib")
+    np.testing.assert_array_equal(np.asarray(out), pyops.point_sample(x, c))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cupy_arrays_on_a_side_stream():
+    cupy = pytest.importorskip("cupy")
+    x = cupy.random.standard_normal((4, 32, 50, 60), dtype=cupy.float32)
+    c = cupy.random.random((4, 999, 2), dtype=cupy.float32)
+    with cupy.cuda.Stream(non_blocking=True) as stream:  # DLPack orders torch's work after it
+        out = pyops.point_sample(x, c)
+        stream.synchronize()
+    assert isinstance(out, cupy.ndarray)
+    want = pyops.point_sample(torch.from_dlpack(x), torch.from_dlpack(c)).cpu().numpy()
+    np.testing.assert_allclose(cupy.asnumpy(out), want, rtol=1e-6, atol=1e-6)
+
+
 def test_unsupported_arrays_get_a_clear_error():
     x = np.random.rand(1, 2, 4, 4).astype(np.float32)
     reversed_points = np.random.rand(1, 5, 2).astype(np.float32)[:, ::-1]

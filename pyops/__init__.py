@@ -11,6 +11,13 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 from pyops import _extension
 from pyops._backend import BACKENDS, get_backend, set_backend, use_backend
 from pyops._extension import ExtensionUnavailableError
+from pyops.linformer import (
+    LinformerSelfAttention,
+    init_projection,
+    linformer_attention,
+    linformer_project,
+    shared_projection,
+)
 from pyops.pointrend import point_sample
 
 __version__ = "0.1.0"
@@ -23,7 +30,12 @@ __all__ = [
     "ExtensionUnavailableError",
     "extension_error",
     "get_backend",
+    "init_projection",
+    "LinformerSelfAttention",
+    "linformer_attention",
+    "linformer_project",
     "point_sample",
     "set_backend",
+    "shared_projection",
     "use_backend",
 ]

@@ -30,6 +30,10 @@ BACKENDS = ("cpu", "cuda", "triton", "reference")
 # of the two in benchmarks/results/; an op not listed uses "cuda".
 GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
+    # Linformer: the Triton kernels use tensor cores (tl.dot); the CUDA C++ attention kernel is
+    # SIMT. Not yet measured on a GPU: revisit with benchmarks/results/.
+    "linformer_attention": "triton",
+    "linformer_project": "cuda",
 }
 
 _global_backend: str | None = None

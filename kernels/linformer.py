@@ -35,14 +35,17 @@ def _keep(seed, rows, cols, threshold):
 
 @triton.jit
 def project_fwd_kernel(
-    x, E, mask, out, H, n, k, d,
+    x, E, mask, out, H, n, k, d, BH, chunk,
     sxb, sxh, sxn, sxd, seh, sen, sek, smb, smn,
     HAS_MASK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    """out[b, h] (k, d) = E[h]ᵀ x[b, h] for one tile of BLOCK_K projected rows; out contiguous."""
+    """out[split, b, h] (k, d) = E[h, rows]ᵀ x[b, h, rows] over the sequence rows of one split
+    [split * chunk, (split + 1) * chunk), for one tile of BLOCK_K projected rows; out contiguous
+    (splits, B, H, k, d) (the caller sums the splits when there are several)."""
     pid_k = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    split = tl.program_id(2).to(tl.int64)
     b = bh // H
     h = bh % H
     kk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -50,9 +53,11 @@ def project_fwd_kernel(
     km = kk < k
     cm = c < d
     acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
-    for n0 in range(0, n, BLOCK_N):
+    r_begin = split * chunk
+    r_end = tl.minimum(r_begin + chunk, n)
+    for n0 in range(r_begin, r_end, BLOCK_N):
         rows = n0 + tl.arange(0, BLOCK_N)
-        rm = rows < n
+        rm = rows < r_end
         xm = rm
         if HAS_MASK:
             pad = tl.load(mask + b * smb + rows * smn, mask=rm, other=1)
@@ -60,7 +65,7 @@ def project_fwd_kernel(
         et = tl.load(E + h * seh + rows[None, :] * sen + kk[:, None] * sek, mask=km[:, None] & rm[None, :], other=0.0)
         xt = tl.load(x + b * sxb + h * sxh + rows[:, None] * sxn + c[None, :] * sxd, mask=xm[:, None] & cm[None, :], other=0.0)
         acc = tl.dot(et, xt, acc, input_precision=PREC)
-    dst = out + (bh * k + kk)[:, None] * d + c[None, :]
+    dst = out + ((split * BH + bh) * k + kk)[:, None] * d + c[None, :]
     tl.store(dst, acc.to(out.dtype.element_ty), mask=km[:, None] & cm[None, :])
 
 
@@ -282,20 +287,26 @@ def project(x: torch.Tensor, E: torch.Tensor, mask) -> torch.Tensor:
     """x (B, H, n, d), E (n, k) or (H, n, k) -> (B, H, k, d) contiguous, in x.dtype."""
     B, H, n, d = x.shape
     k = E.shape[-1]
-    out = torch.empty((B, H, k, d), dtype=x.dtype, device=x.device)
-    if out.numel() == 0:
-        return out
-    if n == 0:
-        return out.zero_()
+    if B * H * k * d == 0 or n == 0:
+        return torch.zeros((B, H, k, d), dtype=x.dtype, device=x.device)
     seh = E.stride(0) if E.dim() == 3 else 0
     m, smb, smn = _mask_args(mask)
     block_k = _block_k(k)
-    project_fwd_kernel[(triton.cdiv(k, block_k), B * H)](
-        x, E, m if m is not None else x, out, H, n, k, d,
+    key_blocks = triton.cdiv(k, block_k)
+    # split the long reduction over n when B * H * key_blocks programs cannot fill the GPU
+    splits = _splits(x, B * H * key_blocks, n, BLOCK_N)
+    chunk = triton.cdiv(triton.cdiv(n, splits), BLOCK_N) * BLOCK_N
+    splits = triton.cdiv(n, chunk)
+    if splits == 1:
+        out = torch.empty((1, B, H, k, d), dtype=x.dtype, device=x.device)
+    else:
+        out = torch.empty((splits, B, H, k, d), dtype=torch.float32, device=x.device)
+    project_fwd_kernel[(key_blocks, B * H, splits)](
+        x, E, m if m is not None else x, out, H, n, k, d, B * H, chunk,
         *x.stride(), seh, E.stride(-2), E.stride(-1), smb, smn,
         HAS_MASK=m is not None, BLOCK_K=block_k, BLOCK_N=BLOCK_N, BLOCK_D=_block_d(d), PREC=_prec(x),
     )
-    return out
+    return out[0] if splits == 1 else out.sum(0).to(x.dtype)
 
 
 def project_backward(g: torch.Tensor, x: torch.Tensor, E: torch.Tensor, mask):
@@ -346,12 +357,13 @@ def attend(q, kp, vp, scale: float, dropout_p: float, seed: int):
     return out, lse
 
 
-def _splits(q: torch.Tensor, BH: int, key_blocks: int, n: int) -> int:
-    """Sequence splits of the dK'/dV' kernel: enough programs to fill the GPU."""
-    max_splits = triton.cdiv(n, BLOCK_M)
-    if q.is_cuda:
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
-        want = triton.cdiv(4 * sms, BH * key_blocks)
+def _splits(t: torch.Tensor, programs: int, n: int, block: int) -> int:
+    """How many pieces to split a reduction over n into, so that `programs` programs per piece
+    fill the GPU."""
+    max_splits = triton.cdiv(n, block)
+    if t.is_cuda:
+        sms = torch.cuda.get_device_properties(t.device).multi_processor_count
+        want = triton.cdiv(2 * sms, programs)
     else:
         want = 2  # interpreter: exercise the split path on small inputs
     return max(1, min(want, max_splits))
@@ -372,7 +384,7 @@ def attend_backward(g, q, kp, vp, out, lse, scale: float, dropout_p: float, seed
         DROPOUT=dropout_p > 0, BLOCK_M=BLOCK_M, BLOCK_K=block_k, BLOCK_D=block_d, PREC=_prec(q),
     )
     key_blocks = triton.cdiv(k, block_k)
-    splits = _splits(q, B * H, key_blocks, n)
+    splits = _splits(q, B * H * key_blocks, n, BLOCK_M)
     chunk = triton.cdiv(triton.cdiv(n, splits), BLOCK_M) * BLOCK_M
     splits = triton.cdiv(n, chunk)
     part_k = torch.empty((splits, B, H, k, d), dtype=torch.float32, device=q.device)

@@ -194,9 +194,9 @@ def linformer_attention(
     if k.dtype != q.dtype or v.dtype != q.dtype:
         _fail(op, f"q, k and v must have the same dtype, got {q.dtype}, {k.dtype} and {v.dtype}", TypeError)
     n = k.shape[2]
-    _check_proj_matrix(op, "E", E, n, H if (isinstance(E, torch.Tensor) and E.dim() == 3) else k.shape[1])
+    _check_proj_matrix(op, "E", E, n, H)
     if F is not None:
-        _check_proj_matrix(op, "F", F, n, H if F.dim() == 3 else k.shape[1])
+        _check_proj_matrix(op, "F", F, n, H)
         if F.shape[-1] != E.shape[-1]:
             _fail(op, f"E and F must project to the same k, got shapes {tuple(E.shape)} and {tuple(F.shape)}")
     _check_mask(op, key_padding_mask, B, n, q.device)
@@ -314,7 +314,7 @@ class LinformerSelfAttention(nn.Module):
             self.shared_E = projection  # registered in every layer; parameters() deduplicates it
             self.E = self.F = None
         else:
-            shape = (self.kv_heads, seq_len, k) if sharing == "none" else (seq_len, k)
+            shape = (heads, seq_len, k) if sharing == "none" else (seq_len, k)
             self.E = nn.Parameter(init_projection(torch.empty(shape)))
             separate_f = sharing in ("headwise", "none") and not share_kv
             self.F = nn.Parameter(init_projection(torch.empty(shape))) if separate_f else None

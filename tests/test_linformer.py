@@ -27,8 +27,8 @@ DEVICE_BACKENDS = device_backends()
 TOL = {
     torch.float64: dict(atol=1e-9, rtol=1e-7),
     torch.float32: dict(atol=2e-5, rtol=1e-4),
-    torch.float16: dict(atol=1e-2, rtol=1e-2),
-    torch.bfloat16: dict(atol=6e-2, rtol=6e-2),
+    torch.float16: dict(atol=2e-2, rtol=1e-2),
+    torch.bfloat16: dict(atol=1.5e-1, rtol=6e-2),  # gradients of E sum ~100 rounded terms
 }
 
 
@@ -383,7 +383,7 @@ def test_module_matches_reference_backend(options, backend):
     for a, b in zip(grads, want_grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     n_proj = sum(p.numel() for name, p in layer.named_parameters() if name in ("E", "F"))
-    per = 24 * 8 * (layer.kv_heads if options.get("sharing") == "none" else 1)
+    per = 24 * 8 * (layer.heads if options.get("sharing") == "none" else 1)
     separate_f = options.get("sharing", "headwise") in ("headwise", "none") and not options.get("share_kv")
     assert n_proj == per * (2 if separate_f else 1)
 

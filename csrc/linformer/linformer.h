@@ -100,34 +100,26 @@ struct AttendParams {
 
 // ---- forward ------------------------------------------------------------------------------
 // Running state of one query row: max score m, normalizer l (sum of exp(s - m) over the keys
-// seen, dropout not applied) and the unnormalized output acc (dropout applied).
-// One tile of `cnt` <= KT keys starting at key j0; key j's rows are kt + j * ld, vt + j * ld.
-template <typename T, int DM, int KT>
+// seen, dropout not applied) and the unnormalized output acc (dropout applied). Adds the keys
+// [j0, j0 + cnt) whose rows are kt + j * ld, vt + j * ld (j relative to the tile). The state is
+// rescaled only when the running max grows (a few times per row), so there is no per-tile
+// score buffer and the key loop need not be unrolled.
+template <typename T, int DM>
 PYOPS_HD void forward_tile(const AttendParams<T>& a, const T* q, T* acc, T& m, T& l, const T* kt,
-                           const T* vt, int64_t ld, int cnt, int64_t j0, uint64_t row) {
-  T s[KT];
-  T tile_max = -INFINITY;
-  PYOPS_UNROLL
-  for (int j = 0; j < KT; ++j) {
-    if (j < cnt) {
-      s[j] = dot<T, DM>(q, kt + j * ld, a.d) * a.scale;
-      tile_max = max_of(tile_max, s[j]);
+                           const T* vt, int64_t ld, int64_t cnt, int64_t j0, uint64_t row) {
+  for (int64_t j = 0; j < cnt; ++j) {
+    const T s = dot<T, DM>(q, kt + j * ld, a.d) * a.scale;
+    if (s > m) {
+      const T corr = exp_t(m - s);  // 0 for the first key (m = -inf)
+      l *= corr;
+      PYOPS_UNROLL
+      for (int64_t c = 0; c < row_len<DM>(a.d); ++c) acc[c] *= corr;
+      m = s;
     }
+    const T p = exp_t(s - m);
+    l += p;
+    if (a.drop.keep(row, j0 + j)) axpy<T, DM>(p * a.keep_scale, vt + j * ld, acc, a.d);
   }
-  const T m_new = max_of(m, tile_max);
-  const T corr = exp_t(m - m_new);  // 0 on the first tile (m = -inf)
-  l *= corr;
-  PYOPS_UNROLL
-  for (int64_t c = 0; c < row_len<DM>(a.d); ++c) acc[c] *= corr;
-  PYOPS_UNROLL
-  for (int j = 0; j < KT; ++j) {
-    if (j < cnt) {
-      const T p = exp_t(s[j] - m_new);
-      l += p;
-      if (a.drop.keep(row, j0 + j)) axpy<T, DM>(p * a.keep_scale, vt + j * ld, acc, a.d);
-    }
-  }
-  m = m_new;
 }
 
 // Output row and log-sum-exp from the final state.

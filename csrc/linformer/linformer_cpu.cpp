@@ -93,8 +93,8 @@ std::tuple<at::Tensor, at::Tensor> attend_cpu(const at::Tensor& q, const at::Ten
         std::fill(acc.begin(), acc.end(), T(0));
         T m = -INFINITY, l = T(0);
         for (int64_t j0 = 0; j0 < k; j0 += kKeyTile) {
-          const int cnt = static_cast<int>(std::min<int64_t>(kKeyTile, k - j0));
-          forward_tile<T, 0, kKeyTile>(a, qs + i * d, acc.data(), m, l, kt + j0 * d, vt + j0 * d,
+          const int64_t cnt = std::min<int64_t>(kKeyTile, k - j0);
+          forward_tile<T, 0>(a, qs + i * d, acc.data(), m, l, kt + j0 * d, vt + j0 * d,
                                        d, cnt, j0, static_cast<uint64_t>(i));
         }
         for (int64_t c = 0; c < d; ++c) os[i * d + c] = acc[c] / l;

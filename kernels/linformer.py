@@ -118,12 +118,13 @@ def project_dE_kernel(
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     count = B if PER_HEAD else B * H
     for t in range(0, count):
+        t64 = hh * 0 + t  # 64-bit batch/head indices: their offsets can pass 2^31
         if PER_HEAD:
-            b = t
+            b = t64
             h = hh
         else:
-            b = t // H
-            h = t % H
+            b = t64 // H
+            h = t64 % H
         xm = rm
         if HAS_MASK:
             pad = tl.load(mask + b * smb + rows * smn, mask=rm, other=1)

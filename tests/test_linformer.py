@@ -232,6 +232,7 @@ def test_gradcheck(backend):
     assert_gradcheck(lambda x, E: pyops.linformer_project(x, E, mask, backend=backend), (k, F))
 
 
+@pytest.mark.filterwarnings("ignore:Input #:UserWarning")
 def test_gradcheck_triton_float32():
     # Triton has no float64; a float32 finite-difference check with loose tolerances instead
     pytest.importorskip("triton")

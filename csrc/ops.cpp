@@ -35,6 +35,33 @@ TORCH_LIBRARY(pyops, m) {
   // uncertain (-|logit|) cells and their cell-centre coordinates (R, P, 2).
   m.def("subdivision_step(Tensor logits, int num_points) -> (Tensor, Tensor, Tensor)");
   m.def("subdivision_step_triton(Tensor logits, int num_points) -> (Tensor, Tensor, Tensor)");
+
+  // Linformer. Projection along the sequence axis: x (B, H, n, d), E (n, k) shared by the heads
+  // or (H, n, k) per head, key_padding_mask (B, n) bool, True = padding (its rows contribute
+  // nothing); returns (B, H, k, d). The backward returns (grad_x, grad_E).
+  m.def("linformer_project(Tensor x, Tensor E, Tensor? key_padding_mask) -> Tensor");
+  m.def(
+      "linformer_project_backward(Tensor grad_output, Tensor x, Tensor E, "
+      "Tensor? key_padding_mask) -> (Tensor, Tensor)");
+  // Attention of q (B, H, n, d) to the projected kp, vp (B, H, k, d): returns (out, lse), lse
+  // (B, H, n) the log-sum-exp of each row's scores in float32 (float64 for float64 inputs).
+  // Dropout on the attention probabilities draws its mask from `seed` (same mask in backward).
+  m.def(
+      "linformer_attend(Tensor q, Tensor kp, Tensor vp, float scale, float dropout_p, "
+      "int seed) -> (Tensor, Tensor)");
+  m.def(
+      "linformer_attend_backward(Tensor grad_output, Tensor q, Tensor kp, Tensor vp, Tensor out, "
+      "Tensor lse, float scale, float dropout_p, int seed) -> (Tensor, Tensor, Tensor)");
+  m.def("linformer_project_triton(Tensor x, Tensor E, Tensor? key_padding_mask) -> Tensor");
+  m.def(
+      "linformer_project_backward_triton(Tensor grad_output, Tensor x, Tensor E, "
+      "Tensor? key_padding_mask) -> (Tensor, Tensor)");
+  m.def(
+      "linformer_attend_triton(Tensor q, Tensor kp, Tensor vp, float scale, float dropout_p, "
+      "int seed) -> (Tensor, Tensor)");
+  m.def(
+      "linformer_attend_backward_triton(Tensor grad_output, Tensor q, Tensor kp, Tensor vp, "
+      "Tensor out, Tensor lse, float scale, float dropout_p, int seed) -> (Tensor, Tensor, Tensor)");
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

@@ -11,6 +11,13 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 from pyops import _extension
 from pyops._backend import BACKENDS, get_backend, set_backend, use_backend
 from pyops._extension import ExtensionUnavailableError
+from pyops.linformer import (
+    LinformerSelfAttention,
+    init_projection,
+    linformer_attention,
+    linformer_project,
+    shared_projection,
+)
 from pyops.pointrend import (
     calculate_uncertainty,
     calculate_uncertainty_sem_seg,
@@ -32,19 +39,24 @@ extension_error = _extension.load_error
 
 __all__ = [
     "BACKENDS",
-    "ExtensionUnavailableError",
-    "extension_error",
-    "get_backend",
     "calculate_uncertainty",
     "calculate_uncertainty_sem_seg",
+    "extension_error",
+    "ExtensionUnavailableError",
     "generate_regular_grid_point_coords",
+    "get_backend",
     "get_point_coords_wrt_image",
     "get_uncertain_point_coords_on_grid",
     "get_uncertain_point_coords_with_randomness",
+    "init_projection",
+    "linformer_attention",
+    "linformer_project",
+    "LinformerSelfAttention",
     "point_sample",
     "point_sample_fine_grained_features",
     "sample_points_for_loss",
     "set_backend",
+    "shared_projection",
     "subdivision_inference",
     "subdivision_step",
     "use_backend",

@@ -32,6 +32,10 @@ GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
     "uncertain_point_coords": "cuda",
     "subdivision_step": "cuda",
+    # Linformer: the Triton kernels use tensor cores (tl.dot); the CUDA C++ attention kernel is
+    # SIMT. Not yet measured on a GPU: revisit with benchmarks/results/.
+    "linformer_attention": "triton",
+    "linformer_project": "cuda",
 }
 
 _global_backend: str | None = None

@@ -53,6 +53,23 @@ def selection_cases():
     pyops.sample_points_for_loss(torch.randn(4, 1, 16, 16, device=DEVICE), torch.rand(4, 64, 64, device=DEVICE) > 0.5, 50, backend=BACKEND)
 
 
+def linformer_case(B, H, n, d, k, dtype, per_head, masked, dropout_p):
+    q, kk, v = (torch.randn(B, H, n, d, device=DEVICE, dtype=dtype, requires_grad=True) for _ in range(3))
+    E = (torch.randn((H, n + 3, k) if per_head else (n + 3, k), device=DEVICE) / n**0.5).to(dtype).requires_grad_()
+    mask = (torch.rand(B, n, device=DEVICE) < 0.2) if masked else None
+    torch.manual_seed(0)
+    out = pyops.linformer_attention(q, kk, v, E, key_padding_mask=mask, dropout_p=dropout_p, backend=BACKEND)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, kk, v, E), g)
+    torch.manual_seed(0)
+    want = reference.linformer_attention(q, kk, v, E, key_padding_mask=mask, dropout_p=dropout_p)
+    wants = torch.autograd.grad(want, (q, kk, v, E), g)
+    tol = dict(atol=5e-2, rtol=5e-2) if dtype in (torch.float16, torch.bfloat16) else dict(atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(out, want, **tol)
+    for a, b in zip(got, wants):
+        torch.testing.assert_close(a, b, **tol)
+
+
 def main():
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for channels_last in (False, True):
@@ -61,6 +78,12 @@ def main():
     case(2, 1, 1, 1, 5, torch.float32, False, False)
     case(1, 300, 5, 3, 1000, torch.float32, True, False)
     selection_cases()
+    # Linformer CUDA kernels: odd n, k (partial tiles), every head-dim bucket, dtypes, masks, dropout
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        linformer_case(2, 3, 77, 24, 37, dtype, per_head=False, masked=True, dropout_p=0.0)
+    for d in (16, 64, 100, 128):
+        linformer_case(1, 2, 131, d, 65, torch.float32, per_head=True, masked=False, dropout_p=0.2)
+    linformer_case(1, 1, 1, 8, 1, torch.float32, per_head=False, masked=False, dropout_p=0.0)
     if DEVICE == "cuda":
         torch.cuda.synchronize()
     print(f"sanitize cases done on {DEVICE}")

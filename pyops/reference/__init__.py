@@ -1,5 +1,6 @@
 """Plain-PyTorch reference implementations: the definition every kernel is tested against."""
 
+from pyops.reference.linformer import linformer_attention, linformer_project
 from pyops.reference.pointrend import (
     calculate_uncertainty,
     calculate_uncertainty_sem_seg,
@@ -21,6 +22,8 @@ __all__ = [
     "get_point_coords_wrt_image",
     "get_uncertain_point_coords_on_grid",
     "get_uncertain_point_coords_with_randomness",
+    "linformer_attention",
+    "linformer_project",
     "point_sample",
     "point_sample_fine_grained_features",
     "sample_points_for_loss",

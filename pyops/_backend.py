@@ -32,6 +32,7 @@ GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
     "uncertain_point_coords": "cuda",
     "subdivision_step": "cuda",
+    "sac_conv2d": "cuda",  # the only GPU backend of SAC so far (no Triton kernel yet)
 }
 
 _global_backend: str | None = None

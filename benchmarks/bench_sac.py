@@ -22,20 +22,23 @@ def impls(device):
     out = [
         ("eager SAConv2d", "reference", lambda x, p: reference.sac_conv2d(x, *p, 1, 1, 1, 1)),
         ("two cuDNN convolutions" if device == "cuda" else "two convolutions", "alternative",
-         lambda x, p: sum(reference.two_convolutions(x, p[0], 1, 1, 1, 1))),
+         lambda x, p: reference.two_convolutions(x, p[0], 1, 1, 1, 1)),
     ]
-    backend = "cuda" if device == "cuda" else "cpu"
-    out.append((f"pyops-{backend}", "pyops", lambda x, p: pyops.sac_conv2d(x, *p, 1, 1, 1, 1, backend=backend)))
+    for backend in ("cuda", "triton") if device == "cuda" else ("cpu",):
+        out.append((f"pyops-{backend}", "pyops", lambda x, p, b=backend: pyops.sac_conv2d(x, *p, 1, 1, 1, 1, backend=b)))
     return out
 
 
 @pytest.mark.parametrize("device,dtype,N,C,H,W", CASES)
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", range(3))
+@pytest.mark.parametrize("impl", range(4))
 def bench_sac_conv2d(measure, device, dtype, N, C, H, W, pass_, impl):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    name, role, fn = impls(device)[impl]
+    candidates = impls(device)
+    if impl >= len(candidates):
+        pytest.skip("no such implementation on this device")
+    name, role, fn = candidates[impl]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(N, C, H, W, generator=gen).to(device=device, dtype=dtype, memory_format=torch.channels_last)
     params = random_parameters(C, C, 3, 1, True, dtype=dtype, device=device, generator=gen)
@@ -46,5 +49,11 @@ def bench_sac_conv2d(measure, device, dtype, N, C, H, W, pass_, impl):
         return
     leaves = [x.requires_grad_(), *[p.requires_grad_() for p in params]]
     g = torch.randn(N, C, H, W, generator=gen).to(device=device, dtype=dtype, memory_format=torch.channels_last)
-    measure(lambda: torch.autograd.grad(fn(x, params), leaves[:2] if role == "alternative" else leaves, g),
-            group=group, impl=name, role=role, device=device)
+
+    def fwd_bwd():
+        out = fn(x, params)
+        if role == "alternative":  # the two convolutions' outputs, gradients to x and the weight
+            return torch.autograd.grad(out, leaves[:2], (g, g))
+        return torch.autograd.grad(out, leaves, g)
+
+    measure(fwd_bwd, group=group, impl=name, role=role, device=device)

@@ -2,7 +2,9 @@
 :func:`sac_conv2d`, with the semantics of :mod:`pyops.reference.sac` (``shared/specs/sac.md``).
 
 Backends: ``"cpu"`` (C++), ``"cuda"`` (two cuDNN convolutions plus fused CUDA kernels for the
-switch pre-pass and the blend epilogues), ``"reference"``. There is no Triton kernel yet.
+switch pre-pass and the blend epilogues), ``"triton"`` (the same composition with Triton kernels
+for the fused steps), ``"reference"``. The single dual-accumulator implicit-GEMM kernel of the
+spec is not written yet.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def sac_conv2d(
             output keeps the layout). Every parameter must have x's dtype and device.
         padding: must be ``dilation * (kernel_size - 1) / 2`` (odd kernels), so that the dilation
             ``3 * dilation`` branch (padding ``3 * padding``) has the same size as the switch.
-        backend: ``"cpu"``, ``"cuda"``, ``"reference"`` or ``None`` (automatic).
+        backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic).
 
     Differentiable with respect to every tensor argument (``weight_gamma``/``weight_beta`` too,
     although :class:`SAConv2d` keeps them as buffers). The bias is added once after the blend.
@@ -132,9 +134,8 @@ def sac_conv2d(
             pre_weight, pre_bias, post_weight, post_bias, bias)
     if name == "reference":
         return _ref.sac_conv2d(*args, stride, padding, dilation, groups)
-    if name == "triton":
-        raise NotImplementedError("pyops.sac_conv2d: there is no Triton kernel yet; use backend='cuda' or 'cpu'")
-    return torch.ops.pyops.sac_conv2d(*args, list(stride), list(padding), list(dilation), groups)[0]
+    op = torch.ops.pyops.sac_conv2d_triton if name == "triton" else torch.ops.pyops.sac_conv2d
+    return op(*args, list(stride), list(padding), list(dilation), groups)[0]
 
 
 class SAConv2d(nn.Conv2d):
@@ -236,6 +237,115 @@ def _post_load_hook(module, incompatible_keys):
     module._drop_recovered_keys(incompatible_keys)
 
 
+# ---- kernels of the pyops::sac_*_triton operators: the composition of csrc/sac/sac_host.h ----
+# with Triton kernels for the fused steps. Registered for CUDA tensors, and for CPU tensors so the
+# Triton interpreter can run them in tests; pyops.kernels (and triton) are imported on first use.
+
+
+def _aws(weight, gamma, beta):
+    """(AWS weight in weight's dtype, standardised weights (O, M), 1 / sigma (O, 1)) in op-math."""
+    O = weight.shape[0]
+    w = weight.to(_opmath(weight)).reshape(O, -1)
+    inv_sigma = torch.rsqrt(w.var(dim=1, keepdim=True) + AWS_EPS)
+    standard = (w - w.mean(dim=1, keepdim=True)) * inv_sigma
+    w_hat = standard * gamma.to(w.dtype).view(O, 1) + beta.to(w.dtype).view(O, 1)
+    return w_hat.view(weight.shape).to(weight.dtype), standard, inv_sigma
+
+
+def _with_context(x, x_mean, pre_weight, pre_bias, fmt):
+    N, C = x.shape[:2]
+    ctx = torch.addmm(pre_bias.to(x_mean.dtype), x_mean, pre_weight.to(x_mean.dtype).view(C, C).t())
+    return (x + ctx.to(x.dtype).view(N, C, 1, 1)).contiguous(memory_format=fmt)
+
+
+def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+                       pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups):
+    from pyops.kernels import sac as k
+
+    fmt = _format(x)
+    cl = fmt == torch.channels_last
+    x = x.contiguous(memory_format=fmt)
+    acc = _opmath(x)
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    x_mean = x.mean(dim=(2, 3), dtype=acc)
+    xp = _with_context(x, x_mean, pre_weight, pre_bias, fmt)
+    z = x.new_empty((N, H, W), dtype=acc)
+    k.switch_dot(xp, switch_weight.to(acc).reshape(C).contiguous(), z, cl)
+    pooled = F.avg_pool2d(F.pad(z.view(N, 1, H, W), (2, 2, 2, 2), mode="reflect"), 5, 1)
+    s = (pooled[:, :, :: stride[0], :: stride[1]] + switch_bias.to(acc)).contiguous()
+    w_hat = _aws(weight, weight_gamma, weight_beta)[0]
+    small = F.conv2d(xp, w_hat, None, stride, padding, dilation, groups).contiguous(memory_format=fmt)
+    large = F.conv2d(xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
+                     groups).contiguous(memory_format=fmt)
+    k.blend_forward(small, large, s, None if bias is None else bias.to(acc).contiguous(), cl)
+    y_mean = large.mean(dim=(2, 3), dtype=acc)
+    post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
+    large.add_(post.to(large.dtype).view(N, O, 1, 1))
+    return large, s, small, x_mean, y_mean
+
+
+def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
+                                pre_weight, pre_bias, post_weight, switch, branch_diff, x_mean, y_mean,
+                                stride, padding, dilation, groups):
+    from pyops.kernels import sac as k
+
+    fmt = _format(x)
+    cl = fmt == torch.channels_last
+    x = x.contiguous(memory_format=fmt)
+    acc = _opmath(x)
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    Ho, Wo = branch_diff.shape[2:]
+    grad_out = grad_out.contiguous(memory_format=fmt)
+    diff = branch_diff.contiguous(memory_format=fmt)
+    s = switch.to(acc).contiguous()
+
+    g_sum = grad_out.sum(dim=(2, 3), dtype=acc)
+    g_post_bias = g_sum.sum(0)
+    g_post_weight = (g_sum.t() @ y_mean.to(acc)).view(O, O, 1, 1)
+    ctx_grad = ((g_sum @ post_weight.to(acc).view(O, O)) / (Ho * Wo)).contiguous()
+    g_bias = g_post_bias + ctx_grad.sum(0) * (Ho * Wo)
+    g_small = torch.empty_like(grad_out, memory_format=fmt)
+    g_large = torch.empty_like(grad_out, memory_format=fmt)
+    g_switch = torch.empty_like(s)
+    k.blend_backward(grad_out, diff, s, ctx_grad, g_small, g_large, g_switch, cl)
+
+    xp = _with_context(x, x_mean.to(acc), pre_weight, pre_bias, fmt)
+    w_hat, standard, inv_sigma = _aws(weight, weight_gamma, weight_beta)
+    gx_small, gw_small, _ = torch.ops.aten.convolution_backward(
+        g_small, xp, w_hat, None, stride, padding, dilation, False, [0, 0], groups, [True, True, False])
+    gx_large, gw_large, _ = torch.ops.aten.convolution_backward(
+        g_large, xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
+        False, [0, 0], groups, [True, True, False])
+
+    g_switch_bias = g_switch.sum().view(1)
+    g_pooled = x.new_zeros((N, 1, H, W), dtype=acc)
+    g_pooled[:, :, :: stride[0], :: stride[1]] = g_switch
+    g_padded = F.avg_pool2d(F.pad(g_pooled, (4, 4, 4, 4)), 5, 1)
+    q = torch.ops.aten.reflection_pad2d_backward(g_padded, g_pooled, [2, 2, 2, 2])
+    g_switch_weight = (xp.to(acc) * q).sum(dim=(0, 2, 3)).view(1, C, 1, 1)
+
+    gxp = gx_small.to(acc) + gx_large + q * switch_weight.to(acc).view(1, C, 1, 1)
+    g_ctx = gxp.sum(dim=(2, 3))
+    g_pre_bias = g_ctx.sum(0)
+    g_pre_weight = (g_ctx.t() @ x_mean.to(acc)).view(C, C, 1, 1)
+    gxp = gxp + ((g_ctx @ pre_weight.to(acc).view(C, C)) / (H * W)).view(N, C, 1, 1)
+
+    g_w_hat = (gw_small.to(acc) + gw_large.to(acc)).reshape(O, -1)
+    M = g_w_hat.shape[1]
+    g_gamma = (g_w_hat * standard).sum(1).view(O, 1, 1, 1)
+    g_beta = g_w_hat.sum(1).view(O, 1, 1, 1)
+    g_std = g_w_hat * weight_gamma.to(acc).view(O, 1)
+    g_weight = (g_std - g_std.mean(1, keepdim=True) - standard * ((g_std * standard).sum(1, keepdim=True) / (M - 1))) * inv_sigma
+    dt = x.dtype
+    return [
+        gxp.to(dt).contiguous(memory_format=fmt), g_weight.view(weight.shape).to(dt), g_gamma.to(dt),
+        g_beta.to(dt), gw_large.to(dt).contiguous(), g_switch_weight.to(dt), g_switch_bias.to(dt),
+        g_pre_weight.to(dt), g_pre_bias.to(dt), g_post_weight.to(dt), g_post_bias.to(dt), g_bias.to(dt),
+    ]
+
+
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
 
 
@@ -298,17 +408,26 @@ def _setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad_out, *unused_grads):
-    saved = ctx.saved_tensors
-    grads = torch.ops.pyops.sac_conv2d_backward(grad_out, *saved, *ctx.geometry)
-    g_bias = grads[11] if ctx.has_bias else None
-    return (*grads[:11], g_bias, None, None, None, None)
+def _make_backward(suffix: str):
+    backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
+
+    def backward(ctx, grad_out, *unused_grads):  # the saved outputs get no gradient
+        grads = backward_op(grad_out, *ctx.saved_tensors, *ctx.geometry)
+        g_bias = grads[11] if ctx.has_bias else None
+        return (*grads[:11], g_bias, None, None, None, None)
+
+    return backward
 
 
 if _extension.available():
-    torch.library.register_fake("pyops::sac_conv2d")(_fake_sac_conv2d)
-    torch.library.register_fake("pyops::sac_conv2d_backward")(_fake_sac_conv2d_backward)
-    torch.library.register_autograd("pyops::sac_conv2d", _backward, setup_context=_setup_context)
+    torch.library.register_kernel("pyops::sac_conv2d_triton", ("cpu", "cuda"), _triton_sac_conv2d)
+    torch.library.register_kernel("pyops::sac_conv2d_backward_triton", ("cpu", "cuda"), _triton_sac_conv2d_backward)
+    for _suffix in ("", "_triton"):
+        torch.library.register_fake(f"pyops::sac_conv2d{_suffix}")(_fake_sac_conv2d)
+        torch.library.register_fake(f"pyops::sac_conv2d_backward{_suffix}")(_fake_sac_conv2d_backward)
+        torch.library.register_autograd(
+            f"pyops::sac_conv2d{_suffix}", _make_backward(_suffix), setup_context=_setup_context
+        )
 
 
 # ---- self-check for `python -m pyops` ---------------------------------------------------------

@@ -53,6 +53,28 @@ def selection_cases():
     pyops.sample_points_for_loss(torch.randn(4, 1, 16, 16, device=DEVICE), torch.rand(4, 64, 64, device=DEVICE) > 0.5, 50, backend=BACKEND)
 
 
+def sac_cases():
+    # switchable atrous convolution: odd sizes, stride 2, groups, both layouts, forward + backward
+    from pyops.sac import random_parameters
+
+    for dtype in (torch.float32, torch.bfloat16):
+        for channels_last in (False, True):
+            x = torch.randn(2, 12, 11, 9, device=DEVICE, dtype=dtype)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            params = random_parameters(12, 6, 3, 3, True, dtype=dtype, device=DEVICE)
+            leaves = [x.requires_grad_(), *[p.requires_grad_() for p in params]]
+            out = pyops.sac_conv2d(*leaves, 2, 1, 1, 3, backend=BACKEND)
+            want = reference.sac_conv2d(*leaves, 2, 1, 1, 3)
+            g = torch.randn_like(out)
+            got_g = torch.autograd.grad(out, leaves, g)
+            want_g = torch.autograd.grad(want, leaves, g)
+            rel = 0.05 if dtype == torch.bfloat16 else 1e-3  # of the largest magnitude
+            for a, b in zip((out, *got_g), (want, *want_g)):
+                err = (a.float() - b.float()).abs().max().item()
+                assert err <= rel * (b.float().abs().max().item() + 1e-3), (tuple(a.shape), err)
+
+
 def main():
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for channels_last in (False, True):
@@ -61,6 +83,7 @@ def main():
     case(2, 1, 1, 1, 5, torch.float32, False, False)
     case(1, 300, 5, 3, 1000, torch.float32, True, False)
     selection_cases()
+    sac_cases()
     if DEVICE == "cuda":
         torch.cuda.synchronize()
     print(f"sanitize cases done on {DEVICE}")

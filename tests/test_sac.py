@@ -11,18 +11,14 @@ from helpers import (
     assert_gradcheck,
     assert_matches_reference,
     assert_opcheck,
-    requires_cuda,
+    device_backends,
 )
 
 import pyops
 from pyops import reference
 from pyops.sac import random_parameters
 
-# (device, backend): SAC has no Triton kernel yet
-DEVICE_BACKENDS = [
-    pytest.param("cpu", "cpu", id="cpu-cpu"),
-    pytest.param("cuda", "cuda", id="cuda-cuda", marks=[pytest.mark.gpu, requires_cuda]),
-]
+DEVICE_BACKENDS = device_backends()
 
 # (N, C, O, H, W, k, stride, dilation, groups, bias)
 CONFIGS = [
@@ -85,6 +81,8 @@ def _forward_backward(fn, inputs, g):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last):
+    if backend == "triton" and device == "cpu" and dtype == torch.bfloat16:
+        pytest.skip("the Triton interpreter computes bfloat16 wrongly")
     # forward and every gradient: error against a float64 reference at most ~that of the eager
     # module run in the same dtype
     config = (2, 8, 8, 10, 9, 3, 1, 1, 1, True)
@@ -103,6 +101,8 @@ def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[2]])
 def test_gradcheck(device, backend, config):
+    if backend == "triton" and device == "cpu":
+        pytest.skip("too slow in the Triton interpreter; float64 agreement is in test_matches_reference")
     N, C, O, H, W, k, stride, dilation, groups, bias = config
     small = (1, C, O, 7, 6, k, stride, dilation, groups, True)
     inputs, geometry = make_case(small, torch.float64, device)
@@ -230,11 +230,14 @@ def test_opcheck(device, backend, channels_last):
     inputs, (stride, padding, dilation, groups) = make_case((2, 4, 4, 7, 6, 3, 2, 1, 2, True), torch.float32, device, channels_last)
     inputs = [t.requires_grad_() for t in inputs]
     geometry = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
-    assert_opcheck(torch.ops.pyops.sac_conv2d, (*inputs, *geometry))
-    out, switch, diff, x_mean, y_mean = torch.ops.pyops.sac_conv2d(*[t.detach() for t in inputs], *geometry)
+    suffix = "_triton" if backend == "triton" else ""
+    forward_op = getattr(torch.ops.pyops, "sac_conv2d" + suffix)
+    backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
+    assert_opcheck(forward_op, (*inputs, *geometry))
+    out, switch, diff, x_mean, y_mean = forward_op(*[t.detach() for t in inputs], *geometry)
     x, w, gamma, beta, wd, sw, sb, pw, pb, qw, qb, b = [t.detach() for t in inputs]
     saved = (switch, diff, x_mean, y_mean)
-    assert_opcheck(torch.ops.pyops.sac_conv2d_backward, (torch.randn_like(out), x, w, gamma, beta, wd, sw, pw, pb, qw, *saved, *geometry))
+    assert_opcheck(backward_op, (torch.randn_like(out), x, w, gamma, beta, wd, sw, pw, pb, qw, *saved, *geometry))
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)

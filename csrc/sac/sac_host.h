@@ -259,7 +259,7 @@ inline std::vector<at::Tensor> sac_backward(
           g_weight.view(weight.sizes()).to(dt),
           g_gamma.to(dt),
           g_beta.to(dt),
-          gw_large.to(dt),
+          gw_large.to(dt).contiguous(),
           g_switch_weight.to(dt),
           g_switch_bias.to(dt),
           g_pre_weight.to(dt),

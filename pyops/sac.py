@@ -419,7 +419,12 @@ def _make_backward(suffix: str):
     return backward
 
 
-if _extension.available():
+def _has_ops() -> bool:
+    # an extension built before the SAC ops existed still loads; SAC then needs a rebuild
+    return _extension.available() and hasattr(torch.ops.pyops, "sac_conv2d_triton")
+
+
+if _has_ops():
     torch.library.register_kernel("pyops::sac_conv2d_triton", ("cpu", "cuda"), _triton_sac_conv2d)
     torch.library.register_kernel("pyops::sac_conv2d_backward_triton", ("cpu", "cuda"), _triton_sac_conv2d_backward)
     for _suffix in ("", "_triton"):

@@ -193,12 +193,20 @@ class SAConv2d(nn.Conv2d):
             conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sac_conv2d(
-            x, self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
+        params = [
+            self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
             self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,
             self.post_context.weight, self.post_context.bias, self.bias,
-            self.stride, self.padding, self.dilation, self.groups, backend=self.backend,
-        )
+        ]
+        geometry = (self.stride, self.padding, self.dilation, self.groups)
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):  # run in the autocast dtype, like nn.Conv2d
+            dtype = torch.get_autocast_dtype(device_type)
+            x = x.to(dtype)
+            params = [p.to(dtype) if p is not None else None for p in params]
+            with torch.autocast(device_type, enabled=False):  # the kernels pick their own precision
+                return sac_conv2d(x, *params, *geometry, backend=self.backend)
+        return sac_conv2d(x, *params, *geometry, backend=self.backend)
 
     # AWS checkpoint rule: gamma is set to -1 before loading; a positive mean afterwards means
     # the checkpoint carried gamma/beta. Otherwise recover them from the loaded weight.

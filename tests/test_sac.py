@@ -83,19 +83,19 @@ def _forward_backward(fn, inputs, g):
 def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last):
     if backend == "triton" and device == "cpu" and dtype == torch.bfloat16:
         pytest.skip("the Triton interpreter computes bfloat16 wrongly")
-    # forward and every gradient: error against a float64 reference at most ~that of the eager
-    # module run in the same dtype
+    # forward and every gradient: error against a float64 reference at most about that of the
+    # eager module run in the same dtype (twice it, plus one rounding of the largest value)
     config = (2, 8, 8, 10, 9, 3, 1, 1, 1, True)
     inputs64, geometry = make_case(config, torch.float64, device, channels_last)
     low = [t.to(dtype) if t is not None else None for t in inputs64]
-    g = torch.randn(2, 8, 10, 9, dtype=torch.float64, device=device)
+    g = torch.randn(2, 8, 10, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
     want = _forward_backward(ref(geometry), [t.double() for t in low], g)
     got = _forward_backward(fused(backend, geometry), low, g)
     eager = _forward_backward(ref(geometry), low, g)
     for i, (a, b, w) in enumerate(zip(got, eager, want)):
         scale = w.abs().max().item() + 1e-3
         err, eager_err = (a.double() - w).abs().max().item(), (b.double() - w).abs().max().item()
-        assert err <= 2 * eager_err + 2e-3 * scale, (i, err, eager_err, scale)
+        assert err <= 2 * eager_err + torch.finfo(dtype).eps * scale, (i, err, eager_err, scale)
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
@@ -222,6 +222,18 @@ def test_module_dtypes_and_layouts():
             tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.1, rtol=0.05)
             torch.testing.assert_close(out.float(), want(x), **tol)
             m = m.float()
+
+
+def test_module_under_autocast():
+    m = pyops.SAConv2d(4, 4, 3, padding=1)
+    m.load_state_dict(mmcv_state_dict(4, 4, 3, 1))
+    x = torch.randn(2, 4, 6, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert m.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), m(x), atol=0.1, rtol=0.05)
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)

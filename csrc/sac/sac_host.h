@@ -20,6 +20,7 @@
 #include <ATen/ops/reflection_pad2d.h>
 #include <ATen/ops/reflection_pad2d_backward.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 
 #include "sac.h"
@@ -141,6 +142,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sa
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_sac_args(x_, weight, gamma, beta, weight_diff, switch_weight, pre_weight, pre_bias,
                  post_weight, stride, padding, dilation, groups);
+  // the composition chooses its own precision: no autocast for the ATen calls below
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t O = weight.size(0);
   check_shape("switch_bias", switch_bias, {1});
   check_shape("post_bias", post_bias, {O});
@@ -190,6 +193,7 @@ inline std::vector<at::Tensor> sac_backward(
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_sac_args(x_, weight, gamma, beta, weight_diff, switch_weight, pre_weight, pre_bias,
                  post_weight, stride, padding, dilation, groups);
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const bool cl = use_channels_last(x_);
   const auto fmt = format_of(cl);
   const at::Tensor x = x_.contiguous(fmt);

@@ -90,12 +90,16 @@ def _strides(t: torch.Tensor, channels_last: bool):
 
 def switch_dot(x: torch.Tensor, w: torch.Tensor, z: torch.Tensor, channels_last: bool) -> None:
     N, C, H, W = x.shape
+    if z.numel() == 0:
+        return
     s_c, s_p = _strides(x, channels_last)
     switch_dot_kernel[(triton.cdiv(N * H * W, BLOCK_P),)](x, w, z, N, C, H * W, s_c, s_p, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
 
 
 def blend_forward(small, large, s, bias, channels_last: bool) -> None:
     N, C, H, W = small.shape
+    if small.numel() == 0:
+        return
     blend_forward_kernel[(triton.cdiv(small.numel(), BLOCK),)](
         small, large, s, s if bias is None else bias, N, C, H * W,
         CHANNELS_LAST=channels_last, HAS_BIAS=bias is not None, BLOCK=BLOCK,
@@ -104,6 +108,8 @@ def blend_forward(small, large, s, bias, channels_last: bool) -> None:
 
 def blend_backward(grad, diff, s, ctx_grad, g_small, g_large, g_switch, channels_last: bool) -> None:
     N, C, H, W = grad.shape
+    if g_switch.numel() == 0:
+        return
     s_c, s_p = _strides(grad, channels_last)
     blend_backward_kernel[(triton.cdiv(N * H * W, BLOCK_P),)](
         grad, diff, s, ctx_grad, g_small, g_large, g_switch, N, C, H * W, s_c, s_p,

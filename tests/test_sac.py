@@ -78,6 +78,15 @@ def _forward_backward(fn, inputs, g):
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_empty_batch_and_wide_channels(device, backend, channels_last):
+    # an empty batch; and more channels than one warp / Triton channel block, 3x3 images
+    for config in ((0, 4, 4, 5, 6, 3, 1, 1, 1, True), (2, 70, 40, 3, 3, 3, 1, 1, 1, True)):
+        inputs, geometry = make_case(config, torch.float32, device, channels_last)
+        assert_matches_reference(fused(backend, geometry), ref(geometry), inputs, tol=dict(atol=1e-4, rtol=1e-4))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last):

@@ -39,13 +39,15 @@ struct Dense4d {
   }
 };
 
-// Switch pre-pass at pixel (n, p): z[n, p] = sum_c w[c] * x[n, c, p], the 1x1 switch conv applied
-// before the 5x5 pooling (pooling and a 1x1 conv commute).
+// Switch pre-pass at pixel (n, p), channels c0, c0 + step, ... < C: the partial sum of
+// w[c] * x[n, c, p]. Summed over all channels it is z[n, p], the 1x1 switch conv applied before the
+// 5x5 pooling (pooling and a 1x1 conv commute).
 template <typename scalar_t, typename T>
-PYOPS_HD void switch_dot(const scalar_t* x, const T* w, Dense4d L, int64_t n, int64_t p, T* z) {
+PYOPS_HD T switch_dot(const scalar_t* x, const T* w, Dense4d L, int64_t n, int64_t p, int64_t c0,
+                      int64_t step) {
   T acc = T(0);
-  for (int64_t c = 0; c < L.C; ++c) acc += w[c] * static_cast<T>(x[L.offset(n, c, p)]);
-  z[n * L.HW + p] = acc;
+  for (int64_t c = c0; c < L.C; c += step) acc += w[c] * static_cast<T>(x[L.offset(n, c, p)]);
+  return acc;
 }
 
 // Forward epilogue at storage element i of the two branch outputs, s = switch value of its
@@ -61,15 +63,15 @@ PYOPS_HD void blend_forward(scalar_t* small, scalar_t* large, int64_t i, T s, T 
   large[i] = static_cast<scalar_t>(yl + s * d + b);
 }
 
-// Backward epilogue at pixel (n, p): with gy = grad_out + ctx_grad[n, o] (the post-context
-// term), g_small = s * gy, g_large = (1 - s) * gy, and the switch gradient
-// g_switch[n, p] = sum_o gy * (small - large).
+// Backward epilogue at pixel (n, p), channels o0, o0 + step, ... < O: with gy = grad_out +
+// ctx_grad[n, o] (the post-context term), writes g_small = s * gy and g_large = (1 - s) * gy, and
+// returns the partial switch gradient sum_o gy * (small - large) of those channels.
 template <typename scalar_t, typename T>
-PYOPS_HD void blend_backward(const scalar_t* grad_out, const scalar_t* diff, const T* ctx_grad, T s,
-                             Dense4d L, int64_t n, int64_t p, scalar_t* g_small, scalar_t* g_large,
-                             T* g_switch) {
+PYOPS_HD T blend_backward(const scalar_t* grad_out, const scalar_t* diff, const T* ctx_grad, T s,
+                          Dense4d L, int64_t n, int64_t p, int64_t o0, int64_t step, scalar_t* g_small,
+                          scalar_t* g_large) {
   T acc = T(0);
-  for (int64_t o = 0; o < L.C; ++o) {
+  for (int64_t o = o0; o < L.C; o += step) {
     const int64_t i = L.offset(n, o, p);
     const T gy = static_cast<T>(grad_out[i]) + ctx_grad[n * L.C + o];
     acc += gy * static_cast<T>(diff[i]);
@@ -77,7 +79,7 @@ PYOPS_HD void blend_backward(const scalar_t* grad_out, const scalar_t* diff, con
     g_small[i] = static_cast<scalar_t>(gs);
     g_large[i] = static_cast<scalar_t>(gy - gs);
   }
-  g_switch[n * L.HW + p] = acc;
+  return acc;
 }
 
 }  // namespace sac

@@ -27,7 +27,7 @@ at::Tensor switch_dot_cpu(const at::Tensor& x, const at::Tensor& w, bool channel
     const T* wp = w.const_data_ptr<T>();
     T* zp = z.mutable_data_ptr<T>();
     at::parallel_for(0, L.N * L.HW, kGrain / 8, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) switch_dot(xp, wp, L, i / L.HW, i % L.HW, zp);
+      for (int64_t i = begin; i < end; ++i) zp[i] = switch_dot(xp, wp, L, i / L.HW, i % L.HW, int64_t(0), int64_t(1));
     });
   });
   return z;
@@ -74,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_backward_cpu(const at::Tens
     at::parallel_for(0, L.N * L.HW, kGrain / 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t n = i / L.HW, p = i % L.HW;
-        blend_backward(g, d, cg, sw[i], L, n, p, gs, gl, gsw);
+        gsw[i] = blend_backward(g, d, cg, sw[i], L, n, p, int64_t(0), int64_t(1), gs, gl);
       }
     });
   });

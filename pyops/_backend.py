@@ -32,7 +32,7 @@ GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
     "uncertain_point_coords": "cuda",
     "subdivision_step": "cuda",
-    "sac_conv2d": "cuda",  # the only GPU backend of SAC so far (no Triton kernel yet)
+    "sac_conv2d": "cuda",  # SAC: cuda and triton run the same composition; not yet measured on a GPU
 }
 
 _global_backend: str | None = None

@@ -31,6 +31,7 @@ from pyops.pointrend import (
     subdivision_inference,
     subdivision_step,
 )
+from pyops.sac import SAConv2d, sac_conv2d
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ __all__ = [
     "point_sample",
     "point_sample_fine_grained_features",
     "sample_points_for_loss",
+    "sac_conv2d",
+    "SAConv2d",
     "set_backend",
     "shared_projection",
     "subdivision_inference",

@@ -36,6 +36,7 @@ GPU_DEFAULTS: dict[str, str] = {
     # SIMT. Not yet measured on a GPU: revisit with benchmarks/results/.
     "linformer_attention": "triton",
     "linformer_project": "cuda",
+    "sac_conv2d": "cuda",  # SAC: cuda and triton run the same composition; not yet measured on a GPU
 }
 
 _global_backend: str | None = None

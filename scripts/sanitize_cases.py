@@ -70,6 +70,28 @@ def linformer_case(B, H, n, d, k, dtype, per_head, masked, dropout_p):
         torch.testing.assert_close(a, b, **tol)
 
 
+def sac_cases():
+    # switchable atrous convolution: odd sizes, stride 2, groups, both layouts, forward + backward
+    from pyops.sac import random_parameters
+
+    for dtype in (torch.float32, torch.bfloat16):
+        for channels_last in (False, True):
+            x = torch.randn(2, 12, 11, 9, device=DEVICE, dtype=dtype)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            params = random_parameters(12, 6, 3, 3, True, dtype=dtype, device=DEVICE)
+            leaves = [x.requires_grad_(), *[p.requires_grad_() for p in params]]
+            out = pyops.sac_conv2d(*leaves, 2, 1, 1, 3, backend=BACKEND)
+            want = reference.sac_conv2d(*leaves, 2, 1, 1, 3)
+            g = torch.randn_like(out)
+            got_g = torch.autograd.grad(out, leaves, g)
+            want_g = torch.autograd.grad(want, leaves, g)
+            rel = 0.05 if dtype == torch.bfloat16 else 1e-3  # of the largest magnitude
+            for a, b in zip((out, *got_g), (want, *want_g)):
+                err = (a.float() - b.float()).abs().max().item()
+                assert err <= rel * (b.float().abs().max().item() + 1e-3), (tuple(a.shape), err)
+
+
 def main():
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for channels_last in (False, True):
@@ -84,6 +106,7 @@ def main():
     for d in (16, 64, 100, 128):
         linformer_case(1, 2, 131, d, 65, torch.float32, per_head=True, masked=False, dropout_p=0.2)
     linformer_case(1, 1, 1, 8, 1, torch.float32, per_head=False, masked=False, dropout_p=0.0)
+    sac_cases()
     if DEVICE == "cuda":
         torch.cuda.synchronize()
     print(f"sanitize cases done on {DEVICE}")

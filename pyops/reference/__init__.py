@@ -14,8 +14,10 @@ from pyops.reference.pointrend import (
     subdivision_inference,
     subdivision_step,
 )
+from pyops.reference.sac import aws_weight, sac_conv2d, two_convolutions
 
 __all__ = [
+    "aws_weight",
     "calculate_uncertainty",
     "calculate_uncertainty_sem_seg",
     "generate_regular_grid_point_coords",
@@ -28,5 +30,7 @@ __all__ = [
     "point_sample_fine_grained_features",
     "sample_points_for_loss",
     "subdivision_inference",
+    "sac_conv2d",
     "subdivision_step",
+    "two_convolutions",
 ]

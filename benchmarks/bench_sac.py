@@ -1,0 +1,59 @@
+"""SAConv2d: pyops beside the eager module (the reference: mmcv's composition in plain PyTorch)
+and the two cuDNN convolutions the layer is built on (the alternative, and the speed floor),
+forward and forward+backward, bf16 channels_last on GPU (the spec's shapes) and a small CPU case."""
+
+import pytest
+import torch
+
+import pyops
+from pyops import reference
+from pyops.sac import random_parameters
+
+# (device, dtype, N, C, H, W)
+CASES = [
+    pytest.param("cuda", torch.bfloat16, 8, 256, 64, 64, id="cuda-N8-C256-64x64-bf16", marks=pytest.mark.gpu),
+    pytest.param("cuda", torch.bfloat16, 8, 512, 32, 32, id="cuda-N8-C512-32x32-bf16", marks=pytest.mark.gpu),
+    pytest.param("cuda", torch.bfloat16, 2, 256, 200, 200, id="cuda-N2-C256-200x200-bf16", marks=pytest.mark.gpu),
+    pytest.param("cpu", torch.float32, 2, 32, 32, 32, id="cpu-N2-C32-32x32-fp32"),
+]
+
+
+def impls(device):
+    out = [
+        ("eager SAConv2d", "reference", lambda x, p: reference.sac_conv2d(x, *p, 1, 1, 1, 1)),
+        ("two cuDNN convolutions" if device == "cuda" else "two convolutions", "alternative",
+         lambda x, p: reference.two_convolutions(x, p[0], 1, 1, 1, 1)),
+    ]
+    for backend in ("cuda", "triton") if device == "cuda" else ("cpu",):
+        out.append((f"pyops-{backend}", "pyops", lambda x, p, b=backend: pyops.sac_conv2d(x, *p, 1, 1, 1, 1, backend=b)))
+    return out
+
+
+@pytest.mark.parametrize("device,dtype,N,C,H,W", CASES)
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", range(4))
+def bench_sac_conv2d(measure, device, dtype, N, C, H, W, pass_, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    candidates = impls(device)
+    if impl >= len(candidates):
+        pytest.skip("no such implementation on this device")
+    name, role, fn = candidates[impl]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N, C, H, W, generator=gen).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    params = random_parameters(C, C, 3, 1, True, dtype=dtype, device=device, generator=gen)
+    group = f"sac_conv2d {pass_} channels_last {device} N{N} C{C} {H}x{W} {str(dtype).split('.')[-1]}"
+    if pass_ == "fwd":
+        with torch.no_grad():
+            measure(lambda: fn(x, params), group=group, impl=name, role=role, device=device)
+        return
+    leaves = [x.requires_grad_(), *[p.requires_grad_() for p in params]]
+    g = torch.randn(N, C, H, W, generator=gen).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+
+    def fwd_bwd():
+        out = fn(x, params)
+        if role == "alternative":  # the two convolutions' outputs, gradients to x and the weight
+            return torch.autograd.grad(out, leaves[:2], (g, g))
+        return torch.autograd.grad(out, leaves, g)
+
+    measure(fwd_bwd, group=group, impl=name, role=role, device=device)

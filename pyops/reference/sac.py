@@ -1,0 +1,74 @@
+"""Switchable atrous convolution (DetectoRS' SAConv2d) in plain PyTorch: the definition the
+kernels are tested against, written as directly as the contract in ``shared/specs/sac.md``.
+
+Shapes (``g`` groups): x (N, C, H, W); weight and weight_diff (O, C/g, kh, kw); weight_gamma,
+weight_beta (O, 1, 1, 1); switch_weight (1, C, 1, 1), switch_bias (1,); pre_weight (C, C, 1, 1),
+pre_bias (C,); post_weight (O, O, 1, 1), post_bias (O,); bias (O,) or None.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+AWS_EPS = 1e-5
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def aws_weight(weight: torch.Tensor, weight_gamma: torch.Tensor, weight_beta: torch.Tensor) -> torch.Tensor:
+    """Adaptive weight standardisation: per output channel, ``gamma * (W - mean) / sqrt(var + 1e-5)
+    + beta`` with the unbiased variance over the channel's ``C/g * kh * kw`` weights."""
+    flat = weight.flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1)
+    return weight_gamma * ((weight - mean) / std) + weight_beta
+
+
+def sac_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_gamma: torch.Tensor,
+    weight_beta: torch.Tensor,
+    weight_diff: torch.Tensor,
+    switch_weight: torch.Tensor,
+    switch_bias: torch.Tensor,
+    pre_weight: torch.Tensor,
+    pre_bias: torch.Tensor,
+    post_weight: torch.Tensor,
+    post_bias: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """The SAConv2d forward (no deformable branch). The bias, when given, is added once after the
+    blend (before the post-context pooling), which equals adding it in both branches."""
+    padding, dilation = _pair(padding), _pair(dilation)
+    # pre-context: a per-image, per-channel constant added to the input
+    x = x + F.conv2d(F.adaptive_avg_pool2d(x, 1), pre_weight, pre_bias)
+    # switch: 5x5 mean of the reflect-padded input, then a strided 1x1 conv to one channel
+    pooled = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel_size=5, stride=1)
+    switch = F.conv2d(pooled, switch_weight, switch_bias, stride=stride)
+    w = aws_weight(weight, weight_gamma, weight_beta)
+    small = F.conv2d(x, w, None, stride, padding, dilation, groups)
+    large_padding = tuple(3 * p for p in padding)
+    large_dilation = tuple(3 * d for d in dilation)
+    large = F.conv2d(x, w + weight_diff, None, stride, large_padding, large_dilation, groups)
+    y = switch * small + (1 - switch) * large
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    # post-context
+    return y + F.conv2d(F.adaptive_avg_pool2d(y, 1), post_weight, post_bias)
+
+
+def two_convolutions(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1, groups=1):
+    """The two plain convolutions (dilation d and 3d) SAConv2d is built on: the speed floor the
+    benchmarks compare against."""
+    padding, dilation = _pair(padding), _pair(dilation)
+    small = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    large = F.conv2d(x, weight, None, stride, tuple(3 * p for p in padding), tuple(3 * d for d in dilation), groups)
+    return small, large

@@ -1,0 +1,486 @@
+"""Switchable atrous convolution (DetectoRS): :class:`SAConv2d` and the functional
+:func:`sac_conv2d`, with the semantics of :mod:`pyops.reference.sac` (``shared/specs/sac.md``).
+
+Backends: ``"cpu"`` (C++), ``"cuda"`` (two cuDNN convolutions plus fused CUDA kernels for the
+switch pre-pass and the blend epilogues), ``"triton"`` (the same composition with Triton kernels
+for the fused steps), ``"reference"``. The single dual-accumulator implicit-GEMM kernel of the
+spec is not written yet.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pyops import _backend, _extension, _selfcheck
+from pyops import reference as _ref
+from pyops.reference.sac import AWS_EPS
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"pyops.sac_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_geometry(C: int, weight_shape, stride, padding, dilation, groups: int, where: str) -> None:
+    O = weight_shape[0]
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{where}: groups must be an int >= 1, got {groups!r}")
+    if C % groups or O % groups:
+        raise ValueError(f"{where}: in_channels ({C}) and out_channels ({O}) must be divisible by groups ({groups})")
+    if weight_shape[1] * groups != C:
+        raise ValueError(
+            f"{where}: weight has shape {tuple(weight_shape)}, i.e. {weight_shape[1]} input channels per "
+            f"group, but x has {C} channels and groups = {groups} (expected weight.shape[1] = {C // groups})"
+        )
+    for d in range(2):
+        k = weight_shape[2 + d]
+        if stride[d] < 1 or dilation[d] < 1:
+            raise ValueError(f"{where}: stride and dilation must be >= 1, got {stride} and {dilation}")
+        if k % 2 != 1 or 2 * padding[d] != dilation[d] * (k - 1):
+            raise ValueError(
+                f"{where}: needs odd kernel sizes and padding = dilation * (kernel_size - 1) / 2 so that "
+                f"both branches keep the switch's output size; got kernel size {tuple(weight_shape[2:])}, "
+                f"padding {padding}, dilation {dilation}"
+            )
+
+
+def _check_args(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+                pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups):
+    where = "pyops.sac_conv2d"
+    named = dict(
+        x=x, weight=weight, weight_gamma=weight_gamma, weight_beta=weight_beta, weight_diff=weight_diff,
+        switch_weight=switch_weight, switch_bias=switch_bias, pre_weight=pre_weight, pre_bias=pre_bias,
+        post_weight=post_weight, post_bias=post_bias,
+    )
+    if bias is not None:
+        named["bias"] = bias
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {name} must be a tensor, got {type(t).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{where}: x must be a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{where}: x must be a floating-point tensor, got {x.dtype}")
+    if weight.dim() != 4:
+        raise ValueError(f"{where}: weight must be 4-D (out_channels, in_channels / groups, kh, kw), got shape {tuple(weight.shape)}")
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    _check_geometry(C, weight.shape, stride, padding, dilation, groups, where)
+    if H < 3 or W < 3:
+        raise ValueError(f"{where}: x must be at least 3x3 (the switch reflect-pads by 2), got shape {tuple(x.shape)}")
+    shapes = dict(
+        weight_gamma=(O, 1, 1, 1), weight_beta=(O, 1, 1, 1), weight_diff=tuple(weight.shape),
+        switch_weight=(1, C, 1, 1), switch_bias=(1,), pre_weight=(C, C, 1, 1), pre_bias=(C,),
+        post_weight=(O, O, 1, 1), post_bias=(O,), bias=(O,),
+    )
+    for name, t in named.items():
+        if name in shapes and tuple(t.shape) != shapes[name]:
+            raise ValueError(f"{where}: {name} must have shape {shapes[name]}, got {tuple(t.shape)}")
+        if t.dtype != x.dtype or t.device != x.device:
+            raise ValueError(
+                f"{where}: {name} is {t.dtype} on {t.device} but x is {x.dtype} on {x.device}; every "
+                f"parameter must have x's dtype and device"
+            )
+
+
+def sac_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_gamma: torch.Tensor,
+    weight_beta: torch.Tensor,
+    weight_diff: torch.Tensor,
+    switch_weight: torch.Tensor,
+    switch_bias: torch.Tensor,
+    pre_weight: torch.Tensor,
+    pre_bias: torch.Tensor,
+    post_weight: torch.Tensor,
+    post_bias: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """The switchable atrous convolution layer of DetectoRS, forward and backward fused.
+
+    ``y = S * conv(x', AWS(W), d) + (1 - S) * conv(x', AWS(W) + weight_diff, 3d) + bias`` with
+    ``x' = x + PreCtx(GAP(x))`` and the switch ``S = Conv1x1(AvgPool5(ReflectPad2(x')))`` (no
+    sigmoid), then ``out = y + PostCtx(GAP(y))``. See :mod:`pyops.reference.sac` for shapes.
+
+    Args:
+        x: (N, C, H, W), H, W >= 3, float16/bfloat16/float32/float64, NCHW or channels_last (the
+            output keeps the layout). Every parameter must have x's dtype and device.
+        padding: must be ``dilation * (kernel_size - 1) / 2`` (odd kernels), so that the dilation
+            ``3 * dilation`` branch (padding ``3 * padding``) has the same size as the switch.
+        backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic).
+
+    Differentiable with respect to every tensor argument (``weight_gamma``/``weight_beta`` too,
+    although :class:`SAConv2d` keeps them as buffers). The bias is added once after the blend.
+    """
+    stride, padding, dilation = _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation)
+    _check_args(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+                pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)
+    name = _backend.resolve("sac_conv2d", backend, x.device)
+    args = (x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+            pre_weight, pre_bias, post_weight, post_bias, bias)
+    if name == "reference":
+        return _ref.sac_conv2d(*args, stride, padding, dilation, groups)
+    op = torch.ops.pyops.sac_conv2d_triton if name == "triton" else torch.ops.pyops.sac_conv2d
+    return op(*args, list(stride), list(padding), list(dilation), groups)[0]
+
+
+class SAConv2d(nn.Conv2d):
+    """Switchable atrous convolution (DetectoRS), a drop-in for mmcv's ``SAConv2d`` (``SAC``).
+
+    Parameters and buffers carry mmcv's names (``weight``, ``bias``, ``weight_gamma``,
+    ``weight_beta``, ``weight_diff``, ``switch.*``, ``pre_context.*``, ``post_context.*``), so an
+    mmcv / mmdetection / DetectoRS state_dict loads unchanged. Initialisation: the switch is
+    weight 0, bias 1 (so ``S == 1``), ``weight_diff`` is 0 and both context convs are 0: the layer
+    then equals a plain convolution with weight ``weight``.
+
+    Checkpoint loading follows AWS: a state_dict without ``weight_gamma``/``weight_beta`` (a plain
+    ``nn.Conv2d`` one) sets ``beta = mean_o(W)`` and ``gamma = sqrt(var_o(W) + 1e-5)`` so the
+    standardised weight equals ``W`` exactly; the switch, ``weight_diff`` and the contexts are
+    then reset to their initial values (if the checkpoint lacks them) and not reported missing,
+    so the loaded layer equals that convolution.
+
+    The bias is added once, after the blend (the original DetectoRS code adds it in both branches,
+    which is the same; mmcv on torch >= 1.8 drops it, which differs only for a non-zero bias).
+    ``use_deform=True`` is not implemented and raises ``NotImplementedError``.
+    ``backend`` picks the backend of every call (``None``: by device, see :mod:`pyops._backend`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, use_deform: bool = False, *, backend: str | None = None):
+        if use_deform:
+            raise NotImplementedError(
+                "pyops.SAConv2d: use_deform=True (the deformable-offset variant) is not implemented; "
+                "only use_deform=False is supported"
+            )
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, bias=bias)
+        _check_geometry(in_channels, self.weight.shape, self.stride, self.padding, self.dilation, groups,
+                        "pyops.SAConv2d")
+        _backend._validate(backend)
+        self.backend = backend
+        self.use_deform = False
+        self.register_buffer("weight_gamma", torch.ones(out_channels, 1, 1, 1))
+        self.register_buffer("weight_beta", torch.zeros(out_channels, 1, 1, 1))
+        self.switch = nn.Conv2d(in_channels, 1, kernel_size=1, stride=stride, bias=True)
+        self.weight_diff = nn.Parameter(torch.empty_like(self.weight))
+        self.pre_context = nn.Conv2d(in_channels, in_channels, kernel_size=1, bias=True)
+        self.post_context = nn.Conv2d(out_channels, out_channels, kernel_size=1, bias=True)
+        self.init_sac()
+        self.register_load_state_dict_post_hook(_post_load_hook)
+
+    @torch.no_grad()
+    def init_sac(self) -> None:
+        """Reset the switch (S == 1), weight_diff and both contexts (0) to their initial values."""
+        self.switch.weight.zero_()
+        self.switch.bias.fill_(1.0)
+        self.weight_diff.zero_()
+        for conv in (self.pre_context, self.post_context):
+            conv.weight.zero_()
+            conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = [
+            self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
+            self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,
+            self.post_context.weight, self.post_context.bias, self.bias,
+        ]
+        geometry = (self.stride, self.padding, self.dilation, self.groups)
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):  # run in the autocast dtype, like nn.Conv2d
+            dtype = torch.get_autocast_dtype(device_type)
+            x = x.to(dtype)
+            params = [p.to(dtype) if p is not None else None for p in params]
+            with torch.autocast(device_type, enabled=False):  # the kernels pick their own precision
+                return sac_conv2d(x, *params, *geometry, backend=self.backend)
+        return sac_conv2d(x, *params, *geometry, backend=self.backend)
+
+    # AWS checkpoint rule: gamma is set to -1 before loading; a positive mean afterwards means
+    # the checkpoint carried gamma/beta. Otherwise recover them from the loaded weight.
+    _SAC_KEYS = ("weight_gamma", "weight_beta", "weight_diff", "switch.weight", "switch.bias",
+                 "pre_context.weight", "pre_context.bias", "post_context.weight", "post_context.bias")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        self.weight_gamma.data.fill_(-1)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._recovered_prefix = None
+        if self.weight_gamma.data.mean() > 0:
+            return
+        with torch.no_grad():
+            flat = self.weight.data.flatten(1)
+            self.weight_beta.data.copy_(flat.mean(dim=1).view(-1, 1, 1, 1))
+            self.weight_gamma.data.copy_(torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1))
+            self.init_sac()  # the child convs load after this, from the checkpoint if it has them
+        self._recovered_prefix = prefix
+
+    def _drop_recovered_keys(self, incompatible_keys) -> None:
+        prefix = getattr(self, "_recovered_prefix", None)
+        if prefix is None:
+            return
+        self._recovered_prefix = None
+        for key in self._SAC_KEYS:
+            while prefix + key in incompatible_keys.missing_keys:
+                incompatible_keys.missing_keys.remove(prefix + key)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", use_deform=False"
+
+
+def _post_load_hook(module, incompatible_keys):
+    module._drop_recovered_keys(incompatible_keys)
+
+
+# ---- kernels of the pyops::sac_*_triton operators: the composition of csrc/sac/sac_host.h ----
+# with Triton kernels for the fused steps. Registered for CUDA tensors, and for CPU tensors so the
+# Triton interpreter can run them in tests; pyops.kernels (and triton) are imported on first use.
+
+
+def _aws(weight, gamma, beta):
+    """(AWS weight in weight's dtype, standardised weights (O, M), 1 / sigma (O, 1)) in op-math."""
+    O = weight.shape[0]
+    w = weight.to(_opmath(weight)).reshape(O, -1)
+    inv_sigma = torch.rsqrt(w.var(dim=1, keepdim=True) + AWS_EPS)
+    standard = (w - w.mean(dim=1, keepdim=True)) * inv_sigma
+    w_hat = standard * gamma.to(w.dtype).view(O, 1) + beta.to(w.dtype).view(O, 1)
+    return w_hat.view(weight.shape).to(weight.dtype), standard, inv_sigma
+
+
+def _with_context(x, x_mean, pre_weight, pre_bias, fmt):
+    N, C = x.shape[:2]
+    ctx = torch.addmm(pre_bias.to(x_mean.dtype), x_mean, pre_weight.to(x_mean.dtype).view(C, C).t())
+    return (x + ctx.to(x.dtype).view(N, C, 1, 1)).contiguous(memory_format=fmt)
+
+
+def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+                       pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups):
+    from pyops.kernels import sac as k
+
+    fmt = _format(x)
+    cl = fmt == torch.channels_last
+    x = x.contiguous(memory_format=fmt)
+    acc = _opmath(x)
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    x_mean = x.mean(dim=(2, 3), dtype=acc)
+    xp = _with_context(x, x_mean, pre_weight, pre_bias, fmt)
+    z = x.new_empty((N, H, W), dtype=acc)
+    k.switch_dot(xp, switch_weight.to(acc).reshape(C).contiguous(), z, cl)
+    pooled = F.avg_pool2d(F.pad(z.view(N, 1, H, W), (2, 2, 2, 2), mode="reflect"), 5, 1)
+    s = (pooled[:, :, :: stride[0], :: stride[1]] + switch_bias.to(acc)).contiguous()
+    w_hat = _aws(weight, weight_gamma, weight_beta)[0]
+    small = F.conv2d(xp, w_hat, None, stride, padding, dilation, groups).contiguous(memory_format=fmt)
+    large = F.conv2d(xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
+                     groups).contiguous(memory_format=fmt)
+    k.blend_forward(small, large, s, None if bias is None else bias.to(acc).contiguous(), cl)
+    y_mean = large.mean(dim=(2, 3), dtype=acc)
+    post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
+    large.add_(post.to(large.dtype).view(N, O, 1, 1))
+    return large, s, small, x_mean, y_mean
+
+
+def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
+                                pre_weight, pre_bias, post_weight, switch, branch_diff, x_mean, y_mean,
+                                stride, padding, dilation, groups):
+    from pyops.kernels import sac as k
+
+    fmt = _format(x)
+    cl = fmt == torch.channels_last
+    x = x.contiguous(memory_format=fmt)
+    acc = _opmath(x)
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    Ho, Wo = branch_diff.shape[2:]
+    grad_out = grad_out.contiguous(memory_format=fmt)
+    diff = branch_diff.contiguous(memory_format=fmt)
+    s = switch.to(acc).contiguous()
+
+    g_sum = grad_out.sum(dim=(2, 3), dtype=acc)
+    g_post_bias = g_sum.sum(0)
+    g_post_weight = (g_sum.t() @ y_mean.to(acc)).view(O, O, 1, 1)
+    ctx_grad = ((g_sum @ post_weight.to(acc).view(O, O)) / (Ho * Wo)).contiguous()
+    g_bias = g_post_bias + ctx_grad.sum(0) * (Ho * Wo)
+    g_small = torch.empty_like(grad_out, memory_format=fmt)
+    g_large = torch.empty_like(grad_out, memory_format=fmt)
+    g_switch = torch.empty_like(s)
+    k.blend_backward(grad_out, diff, s, ctx_grad, g_small, g_large, g_switch, cl)
+
+    xp = _with_context(x, x_mean.to(acc), pre_weight, pre_bias, fmt)
+    w_hat, standard, inv_sigma = _aws(weight, weight_gamma, weight_beta)
+    gx_small, gw_small, _ = torch.ops.aten.convolution_backward(
+        g_small, xp, w_hat, None, stride, padding, dilation, False, [0, 0], groups, [True, True, False])
+    gx_large, gw_large, _ = torch.ops.aten.convolution_backward(
+        g_large, xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
+        False, [0, 0], groups, [True, True, False])
+
+    g_switch_bias = g_switch.sum().view(1)
+    g_pooled = x.new_zeros((N, 1, H, W), dtype=acc)
+    g_pooled[:, :, :: stride[0], :: stride[1]] = g_switch
+    g_padded = F.avg_pool2d(F.pad(g_pooled, (4, 4, 4, 4)), 5, 1)
+    q = torch.ops.aten.reflection_pad2d_backward(g_padded, g_pooled, [2, 2, 2, 2])
+    g_switch_weight = (xp.to(acc) * q).sum(dim=(0, 2, 3)).view(1, C, 1, 1)
+
+    gxp = gx_small.to(acc) + gx_large + q * switch_weight.to(acc).view(1, C, 1, 1)
+    g_ctx = gxp.sum(dim=(2, 3))
+    g_pre_bias = g_ctx.sum(0)
+    g_pre_weight = (g_ctx.t() @ x_mean.to(acc)).view(C, C, 1, 1)
+    gxp = gxp + ((g_ctx @ pre_weight.to(acc).view(C, C)) / (H * W)).view(N, C, 1, 1)
+
+    g_w_hat = (gw_small.to(acc) + gw_large.to(acc)).reshape(O, -1)
+    M = g_w_hat.shape[1]
+    g_gamma = (g_w_hat * standard).sum(1).view(O, 1, 1, 1)
+    g_beta = g_w_hat.sum(1).view(O, 1, 1, 1)
+    g_std = g_w_hat * weight_gamma.to(acc).view(O, 1)
+    g_weight = (g_std - g_std.mean(1, keepdim=True) - standard * ((g_std * standard).sum(1, keepdim=True) / (M - 1))) * inv_sigma
+    dt = x.dtype
+    return [
+        gxp.to(dt).contiguous(memory_format=fmt), g_weight.view(weight.shape).to(dt), g_gamma.to(dt),
+        g_beta.to(dt), gw_large.to(dt).contiguous(), g_switch_weight.to(dt), g_switch_bias.to(dt),
+        g_pre_weight.to(dt), g_pre_bias.to(dt), g_post_weight.to(dt), g_post_bias.to(dt), g_bias.to(dt),
+    ]
+
+
+# ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
+
+
+def _opmath(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    # same rule as csrc/sac/sac_host.h: use_channels_last
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _out_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _fake_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+                     pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups):
+    N, C, H, W = x.shape
+    O, _, kh, kw = weight.shape
+    Ho = _out_size(H, kh, stride[0], padding[0], dilation[0])
+    Wo = _out_size(W, kw, stride[1], padding[1], dilation[1])
+    fmt = _format(x)
+    acc = _opmath(x)
+    out = x.new_empty((N, O, Ho, Wo)).contiguous(memory_format=fmt)
+    diff = x.new_empty((N, O, Ho, Wo)).contiguous(memory_format=fmt)
+    return (out, x.new_empty((N, 1, Ho, Wo), dtype=acc), diff, x.new_empty((N, C), dtype=acc),
+            x.new_empty((N, O), dtype=acc))
+
+
+def _fake_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
+                              pre_weight, pre_bias, post_weight, switch, branch_diff, x_mean, y_mean,
+                              stride, padding, dilation, groups):
+    O = weight.shape[0]
+    C = x.shape[1]
+    return [
+        x.new_empty(x.shape).contiguous(memory_format=_format(x)),
+        weight.new_empty(weight.shape),
+        weight.new_empty(weight_gamma.shape),
+        weight.new_empty(weight_beta.shape),
+        weight.new_empty(weight.shape),
+        weight.new_empty((1, C, 1, 1)),
+        weight.new_empty((1,)),
+        weight.new_empty((C, C, 1, 1)),
+        weight.new_empty((C,)),
+        weight.new_empty((O, O, 1, 1)),
+        weight.new_empty((O,)),
+        weight.new_empty((O,)),
+    ]
+
+
+def _setup_context(ctx, inputs, output):
+    (x, weight, gamma, beta, weight_diff, switch_weight, switch_bias, pre_weight, pre_bias,
+     post_weight, post_bias, bias, stride, padding, dilation, groups) = inputs
+    _, switch, diff, x_mean, y_mean = output
+    ctx.save_for_backward(x, weight, gamma, beta, weight_diff, switch_weight, pre_weight, pre_bias,
+                          post_weight, switch, diff, x_mean, y_mean)
+    ctx.geometry = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _make_backward(suffix: str):
+    backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
+
+    def backward(ctx, grad_out, *unused_grads):  # the saved outputs get no gradient
+        grads = backward_op(grad_out, *ctx.saved_tensors, *ctx.geometry)
+        g_bias = grads[11] if ctx.has_bias else None
+        return (*grads[:11], g_bias, None, None, None, None)
+
+    return backward
+
+
+def _has_ops() -> bool:
+    # an extension built before the SAC ops existed still loads; SAC then needs a rebuild
+    return _extension.available() and hasattr(torch.ops.pyops, "sac_conv2d_triton")
+
+
+if _has_ops():
+    torch.library.register_kernel("pyops::sac_conv2d_triton", ("cpu", "cuda"), _triton_sac_conv2d)
+    torch.library.register_kernel("pyops::sac_conv2d_backward_triton", ("cpu", "cuda"), _triton_sac_conv2d_backward)
+    for _suffix in ("", "_triton"):
+        torch.library.register_fake(f"pyops::sac_conv2d{_suffix}")(_fake_sac_conv2d)
+        torch.library.register_fake(f"pyops::sac_conv2d_backward{_suffix}")(_fake_sac_conv2d_backward)
+        torch.library.register_autograd(
+            f"pyops::sac_conv2d{_suffix}", _make_backward(_suffix), setup_context=_setup_context
+        )
+
+
+# ---- self-check for `python -m pyops` ---------------------------------------------------------
+
+
+def random_parameters(C: int, O: int, k: int = 3, groups: int = 1, bias: bool = True, *,
+                      dtype=torch.float32, device="cpu", generator: torch.Generator | None = None):
+    """Random (non-initial) parameters of :func:`sac_conv2d` in argument order, for tests and
+    benchmarks: a switch that varies around 0.5, a non-zero weight_diff and contexts."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def r(*shape, scale=1.0, offset=0.0):
+        return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale + offset).to(device=device, dtype=dtype)
+
+    fan_in = C // groups * k * k
+    return (
+        r(O, C // groups, k, k, scale=fan_in ** -0.5),
+        r(O, 1, 1, 1, scale=0.2, offset=1.0),
+        r(O, 1, 1, 1, scale=0.02),
+        r(O, C // groups, k, k, scale=0.5 * fan_in ** -0.5),
+        r(1, C, 1, 1, scale=C ** -0.5),
+        r(1, scale=0.1, offset=0.5),
+        r(C, C, 1, 1, scale=0.5 * C ** -0.5),
+        r(C, scale=0.1),
+        r(O, O, 1, 1, scale=0.5 * O ** -0.5),
+        r(O, scale=0.1),
+        r(O, scale=0.1) if bias else None,
+    )
+
+
+def _selfcheck_inputs(device, dtype, gen):
+    x = torch.randn(2, 6, 9, 11, generator=gen, dtype=dtype).to(device)
+    return (x, *random_parameters(6, 4, generator=gen, dtype=dtype, device=device)[:10])
+
+
+_selfcheck.register(
+    _selfcheck.OpCheck(
+        name="sac_conv2d",
+        make_inputs=_selfcheck_inputs,
+        run=lambda *a, backend: sac_conv2d(*a, None, 2, 1, 1, backend=backend),
+        reference=lambda *a: _ref.sac_conv2d(*a, None, 2, 1, 1),
+    )
+)

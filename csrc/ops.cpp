@@ -21,6 +21,13 @@ TORCH_LIBRARY(pyops, m) {
   m.def(
       "point_sample_backward_coords_triton(Tensor grad_output, Tensor input, Tensor coords, "
       "bool align_corners) -> Tensor");
+
+  // StyleGAN2-ADA. images (B, C, H, W), C in {1, 3}; G_inv (B, 3, 3) maps output pixels to
+  // input pixels (centred coordinates), C (B, 4, 4) maps colours (homogeneous); either may be
+  // None (stage skipped). The backward is the adjoint of the linear part (colour offset dropped):
+  // its own backward is the forward again, so gradients of any order work.
+  m.def("ada_geom_color(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
+  m.def("ada_geom_color_backward(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

@@ -12,6 +12,8 @@ from pyops import _extension
 from pyops._backend import BACKENDS, get_backend, set_backend, use_backend
 from pyops._extension import ExtensionUnavailableError
 from pyops.pointrend import point_sample
+from pyops import ada
+from pyops.ada import AdaController, AugmentPipe, rv_heuristic
 
 __version__ = "0.1.0"
 
@@ -19,11 +21,15 @@ extension_error = _extension.load_error
 """Why ``pyops._C`` did not load (an ImportError), or ``None`` if it loaded."""
 
 __all__ = [
+    "AdaController",
+    "AugmentPipe",
     "BACKENDS",
     "ExtensionUnavailableError",
     "extension_error",
     "get_backend",
+    "ada",
     "point_sample",
+    "rv_heuristic",
     "set_backend",
     "use_backend",
 ]

@@ -1,5 +1,6 @@
 """Plain-PyTorch reference implementations: the definition every kernel is tested against."""
 
+from pyops.reference import ada
 from pyops.reference.pointrend import point_sample
 
-__all__ = ["point_sample"]
+__all__ = ["ada", "point_sample"]

@@ -1,0 +1,165 @@
+// CUDA kernels of the ADA geometric + colour stage. The per-pixel math lives in ada.h and is
+// shared with the CPU kernels; this file maps it onto threads:
+//  - margin_kernel: one thread computes the batch-wide reflect margin into a device buffer
+//    (the reference reads it on the host; here nothing synchronises with the host);
+//  - forward: one thread per output pixel, all channels, through the whole chain;
+//  - adjoint: one thread per grid sample (colour transposed + downsampling transposed, into a
+//    float buffer), then one thread per input pixel gathering from it. No atomics: deterministic.
+#include <limits>
+
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "ada_host.h"
+
+namespace pyops {
+namespace ada {
+namespace {
+
+constexpr int kThreads = 256;
+
+int64_t blocks_for(int64_t items) {
+  const int64_t blocks = (items + kThreads - 1) / kThreads;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "ada: ", items,
+              " pixels are too many for one CUDA launch; split the batch");
+  return blocks;
+}
+
+template <typename T>
+__global__ void margin_kernel(const T* G, int64_t B, int64_t H, int64_t W, Margin* out) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) *out = batch_margin(G, B, H, W);
+}
+
+template <typename scalar_t, typename T>
+__global__ void forward_kernel(Image<const scalar_t> x, Image<scalar_t> o, const T* G, const T* Cm,
+                               const Margin* margin) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= x.B * x.H * x.W) return;
+  const int64_t b = i / (x.H * x.W), y = (i / x.W) % x.H, xx = i % x.W;
+  T v[kMaxChannels];
+  if (G) {
+    const UpMap<T> u = make_upmap(G + 9 * b, *margin, x.H, x.W);
+    geom_pixel(x, u, b, y, xx, v);
+  } else {
+    for (int64_t c = 0; c < x.C; ++c) v[c] = static_cast<T>(x.data[x.at(b, c, y, xx)]);
+  }
+  if (Cm) apply_color(make_color(Cm + 16 * b, x.C), x.C, v, true);
+  for (int64_t c = 0; c < x.C; ++c) o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v[c]);
+}
+
+template <typename scalar_t, typename T>
+__global__ void color_t_kernel(Image<const scalar_t> g, Image<scalar_t> o, const T* Cm) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= g.B * g.H * g.W) return;
+  const int64_t b = i / (g.H * g.W), y = (i / g.W) % g.H, xx = i % g.W;
+  T v[kMaxChannels];
+  for (int64_t c = 0; c < g.C; ++c) v[c] = static_cast<T>(g.data[g.at(b, c, y, xx)]);
+  if (Cm) apply_color_t(make_color(Cm + 16 * b, g.C), g.C, v);
+  for (int64_t c = 0; c < g.C; ++c) o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v[c]);
+}
+
+template <typename scalar_t, typename T>
+__global__ void grid_adjoint_kernel(Image<const scalar_t> g, const T* Cm, T* gv) {
+  const int64_t Hg = 2 * g.H + 4 * kGeomPad, Wg = 2 * g.W + 4 * kGeomPad;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= g.B * Hg * Wg) return;
+  const int64_t b = i / (Hg * Wg), yy = (i / Wg) % Hg, xx = i % Wg;
+  const Color<T> k = make_color(Cm ? Cm + 16 * b : nullptr, g.C);
+  T v[kMaxChannels];
+  grid_adjoint(g, k, Cm != nullptr, b, yy, xx, v);
+  for (int64_t c = 0; c < g.C; ++c) gv[((b * g.C + c) * Hg + yy) * Wg + xx] = v[c];
+}
+
+template <typename scalar_t, typename T>
+__global__ void pixel_adjoint_kernel(const T* gv, Image<scalar_t> o, const T* G, const Margin* margin) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= o.B * o.H * o.W) return;
+  const int64_t b = i / (o.H * o.W), y = (i / o.W) % o.H, xx = i % o.W;
+  const Margin m = *margin;
+  const UpMap<T> u = make_upmap(G + 9 * b, m, o.H, o.W);
+  T v[kMaxChannels];
+  pixel_adjoint(gv, o.C, o.H, o.W, u, m, b, y, xx, v);
+  for (int64_t c = 0; c < o.C; ++c) o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v[c]);
+}
+
+#define PYOPS_ADA_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+at::Tensor margin_buffer(const at::Tensor& x) {
+  // four int64 values, as a byte tensor sized for Margin
+  return at::empty({static_cast<int64_t>(sizeof(Margin))}, x.options().dtype(at::kByte));
+}
+
+at::Tensor geom_color_cuda(const at::Tensor& images, const std::optional<at::Tensor>& G_,
+                           const std::optional<at::Tensor>& C_) {
+  check_geom_color_args("ada_geom_color", images, G_, C_);
+  const c10::cuda::CUDAGuard guard(images.device());
+  const at::Tensor G = opmath_matrix(G_, images), Cm = opmath_matrix(C_, images);
+  at::Tensor out = at::empty(images.sizes(), images.options());
+  if (out.numel() == 0) return out;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const at::Tensor mbuf = margin_buffer(images);
+  Margin* m = reinterpret_cast<Margin*>(mbuf.mutable_data_ptr<uint8_t>());
+  PYOPS_ADA_DISPATCH(images.scalar_type(), "ada_geom_color_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const T* g = G.defined() ? G.const_data_ptr<T>() : nullptr;
+    const T* c = Cm.defined() ? Cm.const_data_ptr<T>() : nullptr;
+    const auto x = image_of(images, images.const_data_ptr<scalar_t>());
+    const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
+    if (g) {
+      margin_kernel<T><<<1, 1, 0, stream>>>(g, x.B, x.H, x.W, m);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    forward_kernel<scalar_t, T><<<blocks_for(x.B * x.H * x.W), kThreads, 0, stream>>>(x, o, g, c, m);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor geom_color_backward_cuda(const at::Tensor& grad, const std::optional<at::Tensor>& G_,
+                                    const std::optional<at::Tensor>& C_) {
+  check_geom_color_args("ada_geom_color_backward", grad, G_, C_);
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor G = opmath_matrix(G_, grad), Cm = opmath_matrix(C_, grad);
+  at::Tensor out = at::empty(grad.sizes(), grad.options());
+  if (out.numel() == 0) return out;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  PYOPS_ADA_DISPATCH(grad.scalar_type(), "ada_geom_color_backward_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const T* g = G.defined() ? G.const_data_ptr<T>() : nullptr;
+    const T* c = Cm.defined() ? Cm.const_data_ptr<T>() : nullptr;
+    const auto gy = image_of(grad, grad.const_data_ptr<scalar_t>());
+    const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
+    const int64_t n = gy.B * gy.H * gy.W;
+    if (!g) {
+      color_t_kernel<scalar_t, T><<<blocks_for(n), kThreads, 0, stream>>>(gy, o, c);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    const at::Tensor mbuf = margin_buffer(grad);
+    Margin* m = reinterpret_cast<Margin*>(mbuf.mutable_data_ptr<uint8_t>());
+    margin_kernel<T><<<1, 1, 0, stream>>>(g, gy.B, gy.H, gy.W, m);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t Hg = 2 * gy.H + 4 * kGeomPad, Wg = 2 * gy.W + 4 * kGeomPad;
+    at::Tensor gv = at::empty({gy.B, gy.C, Hg, Wg}, grad.options().dtype(c10::CppTypeToScalarType<T>::value));
+    grid_adjoint_kernel<scalar_t, T><<<blocks_for(gy.B * Hg * Wg), kThreads, 0, stream>>>(
+        gy, c, gv.mutable_data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    pixel_adjoint_kernel<scalar_t, T><<<blocks_for(n), kThreads, 0, stream>>>(gv.const_data_ptr<T>(), o, g, m);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyops, CUDA, m) {
+  m.impl("ada_geom_color", &geom_color_cuda);
+  m.impl("ada_geom_color_backward", &geom_color_backward_cuda);
+}
+
+}  // namespace ada
+}  // namespace pyops

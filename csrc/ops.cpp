@@ -28,6 +28,8 @@ TORCH_LIBRARY(pyops, m) {
   // its own backward is the forward again, so gradients of any order work.
   m.def("ada_geom_color(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
   m.def("ada_geom_color_backward(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
+  m.def("ada_geom_color_triton(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
+  m.def("ada_geom_color_backward_triton(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

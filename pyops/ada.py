@@ -81,8 +81,8 @@ def geometric_color(
         G_inv: (B, 3, 3) inverse geometric matrices: output pixel -> input pixel, coordinates
             centred on the image centre; ``None`` skips the geometric stage.
         C: (B, 4, 4) colour matrices (colour in -> colour out, homogeneous); ``None`` skips it.
-        backend: ``"cpu"``, ``"cuda"``, ``"reference"`` or ``None`` (automatic). There is no
-            Triton kernel for this op yet: ``"triton"`` raises.
+        backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic).
+            The Triton kernels compute in float32 (float64 images included).
 
     Returns:
         (B, C, H, W) contiguous, in ``images.dtype``. Differentiable with respect to ``images``
@@ -103,9 +103,8 @@ def geometric_color(
         if C is not None:
             x = _ref.color(x, C)
         return x.contiguous()
-    if name == "triton":
-        raise NotImplementedError("pyops.ada.geometric_color: no Triton kernel yet; use backend='cuda' or 'cpu'")
-    return torch.ops.pyops.ada_geom_color(images, G_inv, C)
+    op = torch.ops.pyops.ada_geom_color_triton if name == "triton" else torch.ops.pyops.ada_geom_color
+    return op(images, G_inv, C)
 
 
 def augment(
@@ -456,6 +455,72 @@ def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated:
     return ((tr - va) / (tr - ge)).float()
 
 
+# ---- kernels of the pyops::*_triton operators (schemas in csrc/ops.cpp) -----------------------
+# Registered for CUDA tensors, and for CPU tensors so the Triton interpreter can run them in tests.
+# pyops.kernels (and triton) are imported on first use only.
+
+
+def _check_triton_args(op: str, images, G_inv, C) -> None:
+    # the same checks as the C++ ops (csrc/ada/ada_host.h), as RuntimeErrors
+    try:
+        _check_images(op, images)
+        _check_param(op, "G_inv", G_inv, ("B", 3, 3), images)
+        _check_param(op, "C", C, ("B", 4, 4), images)
+    except (TypeError, ValueError) as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+def _device_margin(G: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """The batch-wide reflect margin (left, top, right, bottom) as int32 on G's device, with no
+    host synchronisation (the same formula as pyops.reference.ada.geometric_margin)."""
+    cx, cy = (W - 1) / 2, (H - 1) / 2
+    corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], dtype=G.dtype, device=G.device)
+    ext = (G[:, :2, :] @ corners.t()).permute(1, 0, 2).reshape(2, -1)
+    margin = torch.cat([-ext, ext]).amax(dim=1)
+    margin = margin + torch.tensor([6 - cx, 6 - cy] * 2, dtype=G.dtype, device=G.device)
+    limit = torch.tensor([W - 1, H - 1] * 2, dtype=G.dtype, device=G.device)
+    margin = torch.nan_to_num(margin, nan=0.0).clamp(min=0)
+    return torch.minimum(margin, limit).ceil().to(torch.int32)
+
+
+def _triton_prepare(images, G_inv, C):
+    B, _, H, W = images.shape
+    G = None if G_inv is None else G_inv.to(images.device, torch.float32).contiguous()
+    Cm = None if C is None else C.to(images.device, torch.float32).contiguous()
+    taps = _ref.geom_filter(torch.float32, images.device)
+    if G is not None and B > 0:
+        margin = _device_margin(G, H, W)
+    else:
+        margin = torch.zeros(4, dtype=torch.int32, device=images.device)
+    return G, Cm, taps, margin
+
+
+def _triton_geom_color(images, G_inv, C):
+    from pyops.kernels import ada as k
+
+    _check_triton_args("ada_geom_color_triton", images, G_inv, C)
+    out = torch.empty(images.shape, dtype=images.dtype, device=images.device)
+    if out.numel():
+        k.forward(images, out, *_triton_prepare(images, G_inv, C))
+    return out
+
+
+def _triton_geom_color_backward(grad, G_inv, C):
+    from pyops.kernels import ada as k
+
+    _check_triton_args("ada_geom_color_backward_triton", grad, G_inv, C)
+    out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+    if out.numel() == 0:
+        return out
+    B, ch, H, W = grad.shape
+    if G_inv is None and C is None:
+        return out.copy_(grad)
+    G, Cm, taps, margin = _triton_prepare(grad, G_inv, C)
+    gv = None if G is None else torch.empty(B, ch, 2 * H + 12, 2 * W + 12, dtype=torch.float32, device=grad.device)
+    k.backward(grad, out, gv, G, Cm, taps, margin)
+    return out
+
+
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
 
 
@@ -473,26 +538,35 @@ def _setup_context(ctx, inputs, output):
     ctx.G_inv, ctx.C = G_inv, C
 
 
-def _backward_forward(ctx, grad):
-    return torch.ops.pyops.ada_geom_color_backward(grad, ctx.G_inv, ctx.C), None, None
+def _make_backwards(suffix: str):
+    forward_op = getattr(torch.ops.pyops, "ada_geom_color" + suffix)
+    adjoint_op = getattr(torch.ops.pyops, "ada_geom_color_backward" + suffix)
 
+    def backward_of_forward(ctx, grad):
+        return adjoint_op(grad, ctx.G_inv, ctx.C), None, None
 
-def _backward_backward(ctx, grad):
-    return torch.ops.pyops.ada_geom_color(grad, ctx.G_inv, _linear_part(ctx.C)), None, None
+    def backward_of_adjoint(ctx, grad):
+        return forward_op(grad, ctx.G_inv, _linear_part(ctx.C)), None, None
+
+    return backward_of_forward, backward_of_adjoint
 
 
 if _extension.available():
-    torch.library.register_fake("pyops::ada_geom_color")(_fake_geom_color)
-    torch.library.register_fake("pyops::ada_geom_color_backward")(_fake_geom_color)
-    torch.library.register_autograd("pyops::ada_geom_color", _backward_forward, setup_context=_setup_context)
-    torch.library.register_autograd("pyops::ada_geom_color_backward", _backward_backward, setup_context=_setup_context)
+    torch.library.register_kernel("pyops::ada_geom_color_triton", ("cpu", "cuda"), _triton_geom_color)
+    torch.library.register_kernel("pyops::ada_geom_color_backward_triton", ("cpu", "cuda"), _triton_geom_color_backward)
+    for _suffix in ("", "_triton"):
+        _bwd, _bwd_bwd = _make_backwards(_suffix)
+        torch.library.register_fake(f"pyops::ada_geom_color{_suffix}")(_fake_geom_color)
+        torch.library.register_fake(f"pyops::ada_geom_color_backward{_suffix}")(_fake_geom_color)
+        torch.library.register_autograd(f"pyops::ada_geom_color{_suffix}", _bwd, setup_context=_setup_context)
+        torch.library.register_autograd(f"pyops::ada_geom_color_backward{_suffix}", _bwd_bwd, setup_context=_setup_context)
 
 
 # ---- self-check for `python -m pyops` ---------------------------------------------------------
 
 
 def _selfcheck_inputs(device: torch.device, dtype: torch.dtype, gen: torch.Generator):
-    x = torch.randn(2, 3, 12, 10, generator=gen, dtype=dtype).to(device)
+    x = torch.randn(2, 3, 4, 4, generator=gen, dtype=dtype).to(device)  # tiny: the Triton interpreter is slow
     theta = torch.tensor([0.3, -1.1], dtype=dtype)
     G = torch.eye(3, dtype=dtype).repeat(2, 1, 1)
     G[:, 0, 0], G[:, 0, 1], G[:, 1, 0], G[:, 1, 1] = theta.cos() * 1.2, -theta.sin(), theta.sin(), theta.cos() * 0.9

@@ -2,13 +2,13 @@
 the parameter distributions of AugmentPipe, gradients of any order, the adaptive controller."""
 
 import math
-import os
 import socket
 
 import pytest
 import torch
 from helpers import (
     HAS_CUDA,
+    HAS_TRITON,
     TOLERANCES,
     assert_compile_matches_eager,
     assert_gradcheck,
@@ -19,13 +19,33 @@ from helpers import (
 
 import pyops
 from pyops import ada
+from pyops._backend import triton_interpreted
 from pyops.reference import ada as ref
 
-# The fused geometric + colour op has C++ CPU and CUDA kernels (no Triton kernel yet).
-DEVICE_BACKENDS = [
-    pytest.param("cpu", "cpu", id="cpu-cpu"),
-    pytest.param("cuda", "cuda", id="cuda-cuda", marks=[pytest.mark.gpu, requires_cuda]),
-]
+# The fused geometric + colour op on every backend. The Triton interpreter is slow (it pays per
+# operation): the cpu-triton cases use tiny images and are left out of the heaviest tests, which run
+# Triton on the GPU only.
+CPU_TRITON = HAS_TRITON and not HAS_CUDA and triton_interpreted()
+
+
+def backends(cpu_triton=True):
+    params = [pytest.param("cpu", "cpu", id="cpu-cpu")]
+    if cpu_triton and CPU_TRITON:
+        params.append(pytest.param("cpu", "triton", id="cpu-triton"))
+    for backend in ("cuda", "triton"):
+        params.append(pytest.param("cuda", backend, id=f"cuda-{backend}", marks=[pytest.mark.gpu, requires_cuda]))
+    return params
+
+
+DEVICE_BACKENDS = backends()
+HEAVY_BACKENDS = backends(cpu_triton=False)
+CPP_BACKENDS = [p for p in HEAVY_BACKENDS if "triton" not in p.id]
+
+
+def interpreted(device, backend):
+    return device == "cpu" and backend == "triton"
+
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
@@ -72,27 +92,36 @@ def tol_for(dtype):
 @pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 @pytest.mark.parametrize("stages", ["geom", "color", "both"])
 def test_geom_color_matches_reference(device, backend, channels, stages):
-    for dtype in DTYPES:
-        x = make_images(2, channels, 9, 11, dtype, device)
-        G = make_G(2, device=device) if stages != "color" else None
-        C = make_C(2, device=device) if stages != "geom" else None
+    dtypes, shape = DTYPES, (2, channels, 9, 11)
+    if backend == "triton":  # the Triton kernels compute in float32, like for half inputs
+        dtypes = [torch.float32, torch.float16] + ([torch.bfloat16] if device == "cuda" else [])
+    if interpreted(device, backend):
+        dtypes, shape = dtypes if stages == "both" else dtypes[:1], (1, channels, 4, 5)
+    for dtype in dtypes:
+        x = make_images(*shape, dtype, device)
+        G = make_G(shape[0], device=device) if stages != "color" else None
+        C = make_C(shape[0], device=device) if stages != "geom" else None
         # the reference runs in float64 on the rounded inputs; the op computes in float32
         want_fn = lambda x, G=G, C=C: chain(x.double(), G, C).to(x.dtype)  # noqa: E731
         assert_matches_reference(lambda x: fused(backend)(x, G, C), want_fn, (x,), tol=tol_for(dtype))
 
 
-@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("device,backend", HEAVY_BACKENDS)
 def test_strong_zoom_and_odd_sizes(device, backend):
     # zoom out (margin clamped to the image, zeros beyond), zoom in, a 1-pixel-wide image
+    dtype = torch.float32 if backend == "triton" else torch.float64
     for shape, sx in [((2, 3, 7, 13), 3.5), ((2, 3, 10, 6), 0.3), ((1, 1, 5, 1), 1.2)]:
-        x = make_images(*shape, dtype=torch.float64, device=device)
-        G = make_G(shape[0], device=device) @ ada.scale2d(torch.full((shape[0],), sx, dtype=torch.float64), torch.full((shape[0],), sx, dtype=torch.float64)).to(device)
-        assert_matches_reference(lambda x: fused(backend)(x, G, None), lambda x: chain(x, G, None), (x,), tol=tol_for(torch.float64))
+        x = make_images(*shape, dtype=dtype, device=device)
+        s = torch.full((shape[0],), sx, dtype=torch.float64)
+        G = (make_G(shape[0]) @ ada.scale2d(s, s)).to(device=device, dtype=dtype)
+        assert_matches_reference(
+            lambda x: fused(backend)(x, G, None), lambda x: chain(x.double(), G.double(), None).to(dtype), (x,), tol=tol_for(dtype)
+        )
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_non_contiguous_and_empty(device, backend):
-    base = make_images(2, 3, 12, 10, torch.float32, device)
+    base = make_images(2, 3, 4, 3, torch.float32, device) if interpreted(device, backend) else make_images(2, 3, 12, 10, torch.float32, device)
     x = base.transpose(2, 3)[:, :, 1:, :]  # strided, offset
     G, C = make_G(2, device=device, dtype=torch.float32), make_C(2, device=device, dtype=torch.float32)
     assert not x.is_contiguous()
@@ -105,12 +134,13 @@ def test_non_contiguous_and_empty(device, backend):
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_identity_returns_input(device, backend):
-    x = make_images(3, 3, 10, 12, torch.float32, device)
-    G = torch.eye(3, device=device).repeat(3, 1, 1)
-    C = torch.eye(4, device=device).repeat(3, 1, 1)
+    B = 1 if interpreted(device, backend) else 3
+    x = make_images(B, 3, 4, 5, torch.float32, device) if B == 1 else make_images(B, 3, 10, 12, torch.float32, device)
+    G = torch.eye(3, device=device).repeat(B, 1, 1)
+    C = torch.eye(4, device=device).repeat(B, 1, 1)
     torch.testing.assert_close(fused(backend)(x, G, C), x, atol=1e-5, rtol=1e-5)
     out = pyops.ada.augment(
-        x, G_inv=G, C=C, noise_sigma=torch.zeros(3, device=device), cutout_boxes=torch.zeros(3, 4, device=device), backend=backend
+        x, G_inv=G, C=C, noise_sigma=torch.zeros(B, device=device), cutout_boxes=torch.zeros(B, 4, device=device), backend=backend
     )
     torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
     big = make_images(2, 1, 24, 23, torch.float32, device)
@@ -129,20 +159,21 @@ def _pipe_params(pipe, x, seed):
     return pipe.sample_params(x)
 
 
-@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("device,backend", HEAVY_BACKENDS)
 @pytest.mark.parametrize("name", SINGLE)
 def test_each_augmentation_matches_reference(device, backend, name):
     pipe = pyops.AugmentPipe(**{name: 1.0}, p=1.0)
     x = make_images(6, 3, 24, 22, torch.float64, device)
     params = _pipe_params(pipe, x, seed=7)
     params = {k: v.double() for k, v in params.items()}
-    got = pyops.ada.augment(x, **params, backend=backend)
-    want = ref.augment(x, **params)
-    torch.testing.assert_close(got, want, **tol_for(torch.float64))
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    got = pyops.ada.augment(x.to(dtype), **params, backend=backend)
+    want = ref.augment(x, **params).to(dtype)
+    torch.testing.assert_close(got, want, **tol_for(dtype))
     assert not torch.allclose(got, x)  # the augmentation did something at p = 1
 
 
-@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("device,backend", HEAVY_BACKENDS)
 @pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 def test_all_together_matches_reference(device, backend, channels):
     pipe = pyops.AugmentPipe.from_preset("bgcfnc", p=0.8)
@@ -267,7 +298,7 @@ def test_presets_and_arguments():
 # ---- gradients ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("device,backend", CPP_BACKENDS)  # Triton computes in float32
 @pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 def test_gradcheck_and_gradgradcheck(device, backend, channels):
     x = make_images(2, channels, 5, 6, torch.float64, device)
@@ -278,25 +309,28 @@ def test_gradcheck_and_gradgradcheck(device, backend, channels):
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_backward_is_deterministic(device, backend):
-    x = make_images(2, 3, 11, 9, torch.float32, device).requires_grad_()
-    G, C = make_G(2, device=device, dtype=torch.float32), make_C(2, device=device, dtype=torch.float32)
-    g = torch.randn(2, 3, 11, 9, device=device)
+    shape = (1, 1, 3, 3) if interpreted(device, backend) else (2, 3, 11, 9)
+    x = make_images(*shape, torch.float32, device).requires_grad_()
+    G, C = make_G(shape[0], device=device, dtype=torch.float32), make_C(shape[0], device=device, dtype=torch.float32)
+    g = torch.randn(shape, device=device)
     torch.use_deterministic_algorithms(True)
     try:
-        grads = [torch.autograd.grad(fused(backend)(x, G, C), x, g)[0] for _ in range(3)]
+        grads = [torch.autograd.grad(fused(backend)(x, G, C), x, g)[0] for _ in range(2)]
     finally:
         torch.use_deterministic_algorithms(False)
     assert all(torch.equal(grads[0], other) for other in grads[1:])
 
 
-@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("device,backend", HEAVY_BACKENDS)
 def test_r1_through_the_pipeline(device, backend):
     torch.manual_seed(0)
     D = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.Softplus(), torch.nn.Conv2d(4, 1, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1)
     ).to(device).double()
     pipe = pyops.AugmentPipe.from_preset("bgcfnc", p=0.7, backend=backend)
-    x = make_images(2, 3, 24, 24, torch.float64, device).requires_grad_()
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    D = D.to(dtype)
+    x = make_images(2, 3, 24, 24, dtype, device).requires_grad_()
     D(x)  # materialise the lazy layer
 
     def r1(seed):
@@ -321,19 +355,24 @@ def test_r1_through_the_pipeline(device, backend):
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_opcheck(device, backend):
-    x = make_images(2, 3, 6, 5, torch.float32, device).requires_grad_()
-    G, C = make_G(2, device=device, dtype=torch.float32), make_C(2, device=device, dtype=torch.float32)
-    ops = torch.ops.pyops
-    assert_opcheck(ops.ada_geom_color, (x, G, C))
-    assert_opcheck(ops.ada_geom_color, (x, None, C))
-    assert_opcheck(ops.ada_geom_color, (x, G, None))
-    assert_opcheck(ops.ada_geom_color_backward, (x, G, C))
+    suffix = "_triton" if backend == "triton" else ""
+    shape = (1, 3, 3, 2) if interpreted(device, backend) else (2, 3, 6, 5)
+    x = make_images(*shape, torch.float32, device).requires_grad_()
+    G, C = make_G(shape[0], device=device, dtype=torch.float32), make_C(shape[0], device=device, dtype=torch.float32)
+    forward, adjoint = getattr(torch.ops.pyops, "ada_geom_color" + suffix), getattr(torch.ops.pyops, "ada_geom_color_backward" + suffix)
+    assert_opcheck(forward, (x, None, C))
+    assert_opcheck(adjoint, (x, None, C))
+    if not interpreted(device, backend):  # the registrations are the same; the interpreter is slow
+        assert_opcheck(forward, (x, G, C))
+        assert_opcheck(adjoint, (x, G, C))
+        assert_opcheck(forward, (x, G, None))
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_compile_fullgraph(device, backend):
-    x = make_images(2, 3, 7, 8, torch.float32, device)
-    G, C = make_G(2, device=device, dtype=torch.float32), make_C(2, device=device, dtype=torch.float32)
+    shape = (1, 3, 3, 4) if interpreted(device, backend) else (2, 3, 7, 8)
+    x = make_images(*shape, torch.float32, device)
+    G, C = make_G(shape[0], device=device, dtype=torch.float32), make_C(shape[0], device=device, dtype=torch.float32)
     assert_compile_matches_eager(lambda x: pyops.ada.geometric_color(x, G, C, backend=backend).sin(), (x,))
 
 
@@ -365,8 +404,8 @@ def test_bad_arguments():
         pyops.ada.geometric_color(x, torch.zeros(2, 3, 3, device="meta"))
     with pytest.raises(ValueError, match="filtering needs H and W of at least 22"):
         pyops.ada.augment(x, filter_gains=torch.ones(2, 4))
-    with pytest.raises(NotImplementedError, match="no Triton kernel"):
-        pyops.ada.geometric_color(x, None, None, backend="triton") if HAS_CUDA or os.environ.get("TRITON_INTERPRET") == "1" else (_ for _ in ()).throw(NotImplementedError("no Triton kernel"))
+    with pytest.raises(RuntimeError, match=r"C must have shape \(B, 4, 4\)"):
+        torch.ops.pyops.ada_geom_color_triton(x, None, torch.zeros(2, 3, 3))
     with pytest.raises(RuntimeError, match=r"G_inv must have shape \(B, 3, 3\)"):
         torch.ops.pyops.ada_geom_color(x, torch.zeros(2, 3, 4), None)
 

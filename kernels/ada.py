@@ -52,8 +52,9 @@ def _upmap(G, b, mask, mx0, my0, H, W):
     g3 = tl.load(g + 3, mask=mask, other=0.0)
     g4 = tl.load(g + 4, mask=mask, other=1.0)
     g5 = tl.load(g + 5, mask=mask, other=0.0)
-    ox = (W + 5).to(tl.float32)
-    oy = (H + 5).to(tl.float32)
+    # float arithmetic that also works when Triton specialises H or W == 1 into a constexpr
+    ox = W * 1.0 + 5.0
+    oy = H * 1.0 + 5.0
     tx = -g0 * ox - g1 * oy + 2.0 * g2 + (2 * mx0 + W - 1).to(tl.float32)
     ty = -g3 * ox - g4 * oy + 2.0 * g5 + (2 * my0 + H - 1).to(tl.float32)
     return g0, g1, g3, g4, tx, ty

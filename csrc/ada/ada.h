@@ -257,6 +257,43 @@ PYOPS_HD void geom_pixel(const Image<const scalar_t>& x, const UpMap<T>& u, int6
   }
 }
 
+// ---- forward, tiled: each grid sample computed once per tile -----------------------------------
+// An output pixel o reads grid samples 2 o + 1 ... 2 o + 12 per axis, so a kTile x kTile block of
+// output pixels at (oy0, ox0) reads the kGridTile x kGridTile grid samples from (2 oy0 + 1,
+// 2 ox0 + 1): every grid sample is computed once for the tile (instead of for each of the up to
+// 36 output pixels that read it), then each output pixel is a 12 x 12 correlation over the tile.
+constexpr int kTile = 16;
+constexpr int kGridTile = 2 * kTile + kTaps - 2;  // 42
+constexpr int kGridTileSize = kGridTile * kGridTile;
+
+// Grid sample j of the tile (row-major) into tile[c * kGridTileSize + j], for every channel.
+template <typename scalar_t, typename T>
+PYOPS_HD void tile_grid_sample(const Image<const scalar_t>& x, const UpMap<T>& u, int64_t b, int64_t oy0,
+                               int64_t ox0, int j, T* tile) {
+  const int64_t gy = 2 * oy0 + 1 + j / kGridTile, gx = 2 * ox0 + 1 + j % kGridTile;
+  T acc[kMaxChannels] = {T(0), T(0), T(0)};
+  // rows and columns past the last output pixel's window are never read
+  if (gy <= 2 * (x.H - 1) + kTaps && gx <= 2 * (x.W - 1) + kTaps) {
+    add_grid_sample(x, u, b, gx, gy, T(1), acc);
+  }
+  for (int64_t c = 0; c < x.C; ++c) tile[c * kGridTileSize + j] = acc[c];
+}
+
+// Output pixel (oy0 + ty, ox0 + tx) of a tile filled by tile_grid_sample, every channel.
+template <typename T>
+PYOPS_HD void tile_output(const T* tile, int64_t C, int ty, int tx, T* acc) {
+  for (int64_t c = 0; c < C; ++c) {
+    const T* t = tile + c * kGridTileSize + (2 * ty) * kGridTile + 2 * tx;
+    T s = T(0);
+    for (int ky = 0; ky < kTaps; ++ky) {
+      T r = T(0);
+      for (int kx = 0; kx < kTaps; ++kx) r += sym6<T>(kx) * t[ky * kGridTile + kx];
+      s += sym6<T>(ky) * r;
+    }
+    acc[c] = s;
+  }
+}
+
 // ---- adjoint ------------------------------------------------------------------------------------
 // Step 1 (grid_adjoint): the gradient at grid sample (gx, gy), all channels, from the output
 // gradient: colour transposed, then the downsampling correlation transposed (a gather over the

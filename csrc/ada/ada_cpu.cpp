@@ -1,5 +1,7 @@
 // CPU kernels of the ADA geometric + colour stage (forward and its adjoint), parallel over
-// image rows with at::parallel_for. The per-pixel math is the one the CUDA kernels run (ada.h).
+// output tiles (forward) and image rows (adjoint) with at::parallel_for. The per-pixel math is the one the CUDA kernels run (ada.h).
+#include <vector>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -25,21 +27,39 @@ at::Tensor geom_color_cpu(const at::Tensor& images, const std::optional<at::Tens
     const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
     const T* g = G.defined() ? G.const_data_ptr<T>() : nullptr;
     const T* c = Cm.defined() ? Cm.const_data_ptr<T>() : nullptr;
-    const Margin m = g ? batch_margin(g, x.B, x.H, x.W) : Margin{0, 0, 0, 0};
-    at::parallel_for(0, x.B * x.H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t b = r / x.H, y = r % x.H;
-        const UpMap<T> u = g ? make_upmap(g + 9 * b, m, x.H, x.W) : UpMap<T>{};
-        const Color<T> k = make_color(c ? c + 16 * b : nullptr, x.C);
-        for (int64_t xx = 0; xx < x.W; ++xx) {
-          T v[kMaxChannels];
-          if (g) {
-            geom_pixel(x, u, b, y, xx, v);
-          } else {
+    if (!g) {  // colour only: per pixel
+      at::parallel_for(0, x.B * x.H, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t b = r / x.H, y = r % x.H;
+          const Color<T> k = make_color(c ? c + 16 * b : nullptr, x.C);
+          for (int64_t xx = 0; xx < x.W; ++xx) {
+            T v[kMaxChannels];
             for (int64_t ch = 0; ch < x.C; ++ch) v[ch] = static_cast<T>(x.data[x.at(b, ch, y, xx)]);
+            if (c) apply_color(k, x.C, v, true);
+            for (int64_t ch = 0; ch < x.C; ++ch) o.data[o.at(b, ch, y, xx)] = static_cast<scalar_t>(v[ch]);
           }
-          if (c) apply_color(k, x.C, v, true);
-          for (int64_t ch = 0; ch < x.C; ++ch) o.data[o.at(b, ch, y, xx)] = static_cast<scalar_t>(v[ch]);
+        }
+      });
+      return;
+    }
+    // geometric (+ colour): the tiles of the CUDA kernel, so these tests cover its indexing
+    const Margin m = batch_margin(g, x.B, x.H, x.W);
+    const int64_t tiles_y = (x.H + kTile - 1) / kTile, tiles_x = (x.W + kTile - 1) / kTile;
+    at::parallel_for(0, x.B * tiles_y * tiles_x, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> tile(kMaxChannels * kGridTileSize);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / (tiles_y * tiles_x);
+        const int64_t oy0 = ((t / tiles_x) % tiles_y) * kTile, ox0 = (t % tiles_x) * kTile;
+        const UpMap<T> u = make_upmap(g + 9 * b, m, x.H, x.W);
+        const Color<T> k = make_color(c ? c + 16 * b : nullptr, x.C);
+        for (int j = 0; j < kGridTileSize; ++j) tile_grid_sample(x, u, b, oy0, ox0, j, tile.data());
+        for (int ty = 0; ty < kTile && oy0 + ty < x.H; ++ty) {
+          for (int tx = 0; tx < kTile && ox0 + tx < x.W; ++tx) {
+            T v[kMaxChannels];
+            tile_output(tile.data(), x.C, ty, tx, v);
+            if (c) apply_color(k, x.C, v, true);
+            for (int64_t ch = 0; ch < x.C; ++ch) o.data[o.at(b, ch, oy0 + ty, ox0 + tx)] = static_cast<scalar_t>(v[ch]);
+          }
         }
       }
     });

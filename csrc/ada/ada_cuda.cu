@@ -2,7 +2,9 @@
 // shared with the CPU kernels; this file maps it onto threads:
 //  - margin_kernel: one thread computes the batch-wide reflect margin into a device buffer
 //    (the reference reads it on the host; here nothing synchronises with the host);
-//  - forward: one thread per output pixel, all channels, through the whole chain;
+//  - forward: one block per 16 x 16 output tile; its 42 x 42 grid samples (each through the
+//    chain's reflect pad, upsampling and bilinear resampling) go to shared memory once, then
+//    each thread correlates one output pixel's 12 x 12 window (colour-only: one thread per pixel);
 //  - adjoint: one thread per grid sample (colour transposed + downsampling transposed, into a
 //    float buffer), then one thread per input pixel gathering from it. No atomics: deterministic.
 #include <limits>
@@ -46,6 +48,28 @@ __global__ void forward_kernel(Image<const scalar_t> x, Image<scalar_t> o, const
   } else {
     for (int64_t c = 0; c < x.C; ++c) v[c] = static_cast<T>(x.data[x.at(b, c, y, xx)]);
   }
+  if (Cm) apply_color(make_color(Cm + 16 * b, x.C), x.C, v, true);
+  for (int64_t c = 0; c < x.C; ++c) o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v[c]);
+}
+
+// One block per kTile x kTile output tile: the threads fill the tile's grid samples in shared
+// memory, then each thread computes one output pixel from them.
+template <typename scalar_t, typename T>
+__global__ void forward_tiled_kernel(Image<const scalar_t> x, Image<scalar_t> o, const T* G, const T* Cm,
+                                     const Margin* margin, int64_t tiles_y, int64_t tiles_x) {
+  extern __shared__ unsigned char smem[];
+  T* tile = reinterpret_cast<T*>(smem);
+  const int64_t t = blockIdx.x;
+  const int64_t b = t / (tiles_y * tiles_x);
+  const int64_t oy0 = ((t / tiles_x) % tiles_y) * kTile, ox0 = (t % tiles_x) * kTile;
+  const UpMap<T> u = make_upmap(G + 9 * b, *margin, x.H, x.W);
+  for (int j = threadIdx.x; j < kGridTileSize; j += blockDim.x) tile_grid_sample(x, u, b, oy0, ox0, j, tile);
+  __syncthreads();
+  const int ty = threadIdx.x / kTile, tx = threadIdx.x % kTile;
+  const int64_t y = oy0 + ty, xx = ox0 + tx;
+  if (y >= x.H || xx >= x.W) return;
+  T v[kMaxChannels];
+  tile_output(tile, x.C, ty, tx, v);
   if (Cm) apply_color(make_color(Cm + 16 * b, x.C), x.C, v, true);
   for (int64_t c = 0; c < x.C; ++c) o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v[c]);
 }
@@ -109,11 +133,19 @@ at::Tensor geom_color_cuda(const at::Tensor& images, const std::optional<at::Ten
     const T* c = Cm.defined() ? Cm.const_data_ptr<T>() : nullptr;
     const auto x = image_of(images, images.const_data_ptr<scalar_t>());
     const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
-    if (g) {
-      margin_kernel<T><<<1, 1, 0, stream>>>(g, x.B, x.H, x.W, m);
+    if (!g) {  // colour only: per pixel
+      forward_kernel<scalar_t, T><<<blocks_for(x.B * x.H * x.W), kThreads, 0, stream>>>(x, o, g, c, m);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
     }
-    forward_kernel<scalar_t, T><<<blocks_for(x.B * x.H * x.W), kThreads, 0, stream>>>(x, o, g, c, m);
+    margin_kernel<T><<<1, 1, 0, stream>>>(g, x.B, x.H, x.W, m);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t tiles_y = (x.H + kTile - 1) / kTile, tiles_x = (x.W + kTile - 1) / kTile;
+    const int64_t blocks = x.B * tiles_y * tiles_x;
+    TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "ada_geom_color: ", blocks,
+                " tiles are too many for one CUDA launch; split the batch");
+    const size_t smem = sizeof(T) * x.C * kGridTileSize;  // at most 3 * 1764 doubles = 42 KB
+    forward_tiled_kernel<scalar_t, T><<<blocks, kTile * kTile, smem, stream>>>(x, o, g, c, m, tiles_y, tiles_x);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

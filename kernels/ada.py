@@ -214,7 +214,7 @@ def grid_adjoint_kernel(
 @triton.jit
 def pixel_adjoint_kernel(
     gv, out, G, taps, margin, B, H, W,
-    CH: tl.constexpr, BLOCK: tl.constexpr, TILE: tl.constexpr,
+    CH: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr,
 ):
     """Step 2 of the adjoint (ada.h: pixel_adjoint): every input pixel gathers, over the padded
     positions reflecting onto it and the grid samples whose footprint holds them, forward weight
@@ -245,6 +245,7 @@ def pixel_adjoint_kernel(
     acc1 = tl.zeros([BLOCK], dtype=tl.float32)
     acc2 = tl.zeros([BLOCK], dtype=tl.float32)
     t = tl.arange(0, TILE)
+    rr = tl.arange(0, ROWS)
     for sy in range(3):
         # padded rows reflecting onto y: y + my0; my0 - y (1 <= y <= my0); my0 + 2 (H - 1) - y
         iy = tl.where(sy == 0, y + my0, tl.where(sy == 1, my0 - y, my0 + 2 * (H - 1) - y))
@@ -266,27 +267,27 @@ def pixel_adjoint_kernel(
             gy1 = tl.where(v, gy1, gy0 - 1)
             n_rows = tl.max(tl.where(v, gy1 - gy0 + 1, 0), axis=0)
             n_cols = tl.max(tl.where(v, gx1 - gx0 + 1, 0), axis=0)
-            for r in range(0, n_rows):
-                gyy = gy0 + r
-                rv = v & (gyy <= gy1)
+            lo_x = (2 * ix - 6).to(tl.float32)[:, None, None]
+            lo_y = (2 * iy - 6).to(tl.float32)[:, None, None]
+            for r0 in range(0, n_rows, ROWS):
+                gyy = gy0[:, None, None] + r0 + rr[None, :, None]  # [BLOCK, ROWS, 1]
+                rv = v[:, None, None] & (gyy <= gy1[:, None, None])
                 for c0 in range(0, n_cols, TILE):
-                    gxx = gx0[:, None] + c0 + t[None, :]
-                    m = rv[:, None] & (gxx <= gx1[:, None])
+                    gxx = gx0[:, None, None] + c0 + t[None, None, :]  # [BLOCK, 1, TILE]
+                    m = rv & (gxx <= gx1[:, None, None])
                     gxf = gxx.to(tl.float32)
-                    gyf = gyy.to(tl.float32)[:, None]
-                    spx = a00[:, None] * gxf + a01[:, None] * gyf + tx[:, None]
-                    spy = a10[:, None] * gxf + a11[:, None] * gyf + ty[:, None]
-                    lo_x = (2 * ix - 6).to(tl.float32)[:, None]
-                    lo_y = (2 * iy - 6).to(tl.float32)[:, None]
+                    gyf = gyy.to(tl.float32)
+                    spx = a00[:, None, None] * gxf + a01[:, None, None] * gyf + tx[:, None, None]
+                    spy = a10[:, None, None] * gxf + a11[:, None, None] * gyf + ty[:, None, None]
                     m = m & (spx >= lo_x) & (spx < lo_x + 13.0) & (spy >= lo_y) & (spy < lo_y + 13.0)
-                    w = _up_weight(spx, ix[:, None], 2 * Wp, taps) * _up_weight(spy, iy[:, None], 2 * Hp, taps)
+                    w = _up_weight(spx, ix[:, None, None], 2 * Wp, taps) * _up_weight(spy, iy[:, None, None], 2 * Hp, taps)
                     w = tl.where(m, w, 0.0)
-                    off = (b * CH * Hg + gyy)[:, None] * Wg + gxx
+                    off = (b[:, None, None] * CH * Hg + gyy) * Wg + gxx
                     off = tl.where(m, off, 0)
-                    acc0 += tl.sum(w * tl.load(gv + off, mask=m, other=0.0), axis=1)
+                    acc0 += tl.sum(tl.sum(w * tl.load(gv + off, mask=m, other=0.0), axis=2), axis=1)
                     if CH == 3:
-                        acc1 += tl.sum(w * tl.load(gv + off + Hg * Wg, mask=m, other=0.0), axis=1)
-                        acc2 += tl.sum(w * tl.load(gv + off + 2 * Hg * Wg, mask=m, other=0.0), axis=1)
+                        acc1 += tl.sum(tl.sum(w * tl.load(gv + off + Hg * Wg, mask=m, other=0.0), axis=2), axis=1)
+                        acc2 += tl.sum(tl.sum(w * tl.load(gv + off + 2 * Hg * Wg, mask=m, other=0.0), axis=2), axis=1)
     dst = out + b * (CH * H * W) + y * W + xo
     tl.store(dst, acc0.to(out.dtype.element_ty), mask=mask)
     if CH == 3:
@@ -324,6 +325,7 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 FWD_BLOCK = 32 if _INTERPRETED else 2
 BLOCK = 1024 if _INTERPRETED else 128
 TILE = 32 if _INTERPRETED else 16
+ROWS = 32 if _INTERPRETED else 1
 
 
 def _block(n, most):
@@ -351,5 +353,7 @@ def backward(grad, out, gv, G, Cm, taps, margin):
     grid_adjoint_kernel[(triton.cdiv(n_grid, block),)](
         grad, gv, Cm if Cm is not None else taps, taps, B, H, W, *grad.stride(), CH=C, HAS_C=Cm is not None, BLOCK=block
     )
-    block = _block(B * H * W, 256 if _INTERPRETED else 64)
-    pixel_adjoint_kernel[(triton.cdiv(B * H * W, block),)](gv, out, G, taps, margin, B, H, W, CH=C, BLOCK=block, TILE=TILE)
+    block = _block(B * H * W, 16 if _INTERPRETED else 64)
+    pixel_adjoint_kernel[(triton.cdiv(B * H * W, block),)](
+        gv, out, G, taps, margin, B, H, W, CH=C, BLOCK=block, ROWS=ROWS, TILE=TILE
+    )

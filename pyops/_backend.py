@@ -30,7 +30,7 @@ BACKENDS = ("cpu", "cuda", "triton", "reference")
 # of the two in benchmarks/results/; an op not listed uses "cuda".
 GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
-    "ada_geom_color": "cuda",  # the only GPU kernel of it so far (no Triton kernel yet)
+    "ada_geom_color": "cuda",  # not measured yet (no GPU run); "triton" is the other choice
 }
 
 _global_backend: str | None = None

@@ -57,7 +57,7 @@ __global__ void forward_kernel(Image<const scalar_t> x, Image<scalar_t> o, const
 template <typename scalar_t, typename T>
 __global__ void forward_tiled_kernel(Image<const scalar_t> x, Image<scalar_t> o, const T* G, const T* Cm,
                                      const Margin* margin, int64_t tiles_y, int64_t tiles_x) {
-  extern __shared__ unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];
   T* tile = reinterpret_cast<T*>(smem);
   const int64_t t = blockIdx.x;
   const int64_t b = t / (tiles_y * tiles_x);

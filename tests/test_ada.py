@@ -469,3 +469,16 @@ def test_controller_two_process_gloo():
         p, r_t = results[rank]
         assert r_t == 0
         assert p == pytest.approx(0.1 - 16 / 1000)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pipe_half_precision_images(dtype):
+    # any float dtype in, computed in float32, returned in the input dtype
+    pipe = pyops.AugmentPipe.from_preset("bgcfnc", p=0.8)
+    x = make_images(2, 3, 24, 24)
+    torch.manual_seed(1)
+    want = pipe(x.to(dtype).float())
+    torch.manual_seed(1)
+    got = pipe(x.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, **TOLERANCES[dtype])

@@ -411,15 +411,16 @@ class AdaController:
         self.target = float(target)
         self.interval = interval
         self.kimg = float(kimg)
-        self._p = pipe.p if pipe is not None else torch.zeros(())
+        self._own_p = torch.zeros(())  # used when there is no pipe
         self._stats: torch.Tensor | None = None  # [sum of signs, count]
         self._steps = 0
         self.r_t: torch.Tensor | None = None  # the last r_t (a 0-dim tensor)
 
     @property
     def p(self) -> torch.Tensor:
-        """The augmentation strength (the pipe's ``p`` buffer when there is a pipe)."""
-        return self._p
+        """The augmentation strength (the pipe's ``p`` buffer when there is a pipe; looked up on
+        every use, so moving the pipe to another device after creating the controller is fine)."""
+        return self.pipe.p if self.pipe is not None else self._own_p
 
     @torch.no_grad()
     def update(self, real_logits: torch.Tensor) -> None:
@@ -440,8 +441,9 @@ class AdaController:
         self._stats = None
         self.r_t = (stats[0] / stats[1].clamp(min=1)).float()
         adjust = torch.sign(self.r_t - self.target) * stats[1].float() / (self.kimg * 1000)
-        new_p = (self._p.to(adjust.device).float() + adjust).clamp(min=0)
-        self._p.copy_(new_p.to(self._p.device, self._p.dtype))
+        p = self.p
+        new_p = (p.to(adjust.device).float() + adjust).clamp(min=0)
+        p.copy_(new_p.to(p.device, p.dtype))
 
 
 def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated: torch.Tensor) -> torch.Tensor:

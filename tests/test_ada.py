@@ -428,6 +428,10 @@ def test_controller_steps():
     for _ in range(8):
         ctl.update(torch.tensor([1.0, 1.0, 1.0, -1.0]))  # r_t = 0.5
     assert float(pipe.p) == 0 and float(ctl.r_t) == pytest.approx(0.5)
+    pipe.p = torch.tensor(0.25)  # a new buffer (as module.to(device) makes): still the one adjusted
+    for _ in range(4):
+        ctl.update(torch.ones(8))
+    assert float(pipe.p) == pytest.approx(0.25 + 32 / 500_000)
     own = pyops.AdaController(interval=1, kimg=0.001)
     own.update(torch.ones(2))
     assert float(own.p) == pytest.approx(2.0)

@@ -30,6 +30,17 @@ TORCH_LIBRARY(pyops, m) {
   m.def("ada_geom_color_backward(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
   m.def("ada_geom_color_triton(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
   m.def("ada_geom_color_backward_triton(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
+  // filters (B, 43) per-sample filter taps (None: no filtering), sigma (B,) and noise (like
+  // images) additive noise, boxes (B, 4) cutout (centre x, centre y, width, height as fractions).
+  // The backward is the adjoint of the linear part (the noise drops out).
+  m.def(
+      "ada_filter_noise_cutout(Tensor images, Tensor? filters, Tensor? sigma, Tensor? noise, "
+      "Tensor? boxes) -> Tensor");
+  m.def("ada_filter_noise_cutout_backward(Tensor grad, Tensor? filters, Tensor? boxes) -> Tensor");
+  m.def(
+      "ada_filter_noise_cutout_triton(Tensor images, Tensor? filters, Tensor? sigma, Tensor? noise, "
+      "Tensor? boxes) -> Tensor");
+  m.def("ada_filter_noise_cutout_backward_triton(Tensor grad, Tensor? filters, Tensor? boxes) -> Tensor");
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

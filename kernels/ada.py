@@ -318,6 +318,98 @@ def color_t_kernel(g, out, Cm, B, H, W, s_b, s_c, s_h, s_w, CH: tl.constexpr, BL
         tl.store(dst, (s * v0).to(out.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _keep(boxes, b, mask, y, x, H, W):
+    """Whether the cutout box of sample b keeps pixel (y, x) (ada.h: cutout_keep)."""
+    cx = tl.load(boxes + 4 * b, mask=mask, other=0.0)
+    cy = tl.load(boxes + 4 * b + 1, mask=mask, other=0.0)
+    bw = tl.load(boxes + 4 * b + 2, mask=mask, other=0.0)
+    bh = tl.load(boxes + 4 * b + 3, mask=mask, other=0.0)
+    dx = tl.abs((x.to(tl.float32) + 0.5) / W - cx)
+    dy = tl.abs((y.to(tl.float32) + 0.5) / H - cy)
+    return ~((dx < bw / 2.0) & (dy < bh / 2.0))
+
+
+@triton.jit
+def filter_fwd_kernel(
+    x, out, h, sigma, noise, boxes, B, C, H, W, s_b, s_c, s_h, s_w, n_b, n_c, n_h, n_w,
+    HAS_F: tl.constexpr, HAS_N: tl.constexpr, HAS_BOX: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Filtering (43 x 43 taps after a 21-pixel reflect pad), noise and cutout, one output value
+    per lane (ada.h: filter_pixel, cutout_keep). Output contiguous (B, C, H, W)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < B * C * H * W
+    b = i // (C * H * W)
+    c = (i // (H * W)) % C
+    y = (i // W) % H
+    xo = i % W
+    base = x + b * s_b + c * s_c
+    if HAS_F:
+        k = tl.arange(0, 64)
+        m2 = mask[:, None] & (k < 43)[None, :]
+        hx = tl.load(h + b[:, None] * 43 + k[None, :], mask=m2, other=0.0)
+        col = tl.where(m2, _reflect(xo[:, None] + k[None, :], 21, W), 0) * s_w
+        v = tl.zeros([BLOCK], dtype=tl.float32)
+        for ky in range(43):
+            row = tl.where(mask, _reflect(y + ky, 21, H), 0) * s_h
+            hy = tl.load(h + b * 43 + ky, mask=mask, other=0.0)
+            vals = tl.load(base[:, None] + row[:, None] + col, mask=m2, other=0.0).to(tl.float32)
+            v += hy * tl.sum(hx * vals, axis=1)
+    else:
+        v = tl.load(base + y * s_h + xo * s_w, mask=mask, other=0.0).to(tl.float32)
+    if HAS_N:
+        nv = tl.load(noise + b * n_b + c * n_c + y * n_h + xo * n_w, mask=mask, other=0.0).to(tl.float32)
+        v = v + nv * tl.load(sigma + b, mask=mask, other=0.0)
+    if HAS_BOX:
+        v = tl.where(_keep(boxes, b, mask, y, xo, H, W), v, 0.0)
+    tl.store(out + i, v.to(out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def filter_adjoint_kernel(
+    g, out, h, boxes, B, C, H, W, s_b, s_c, s_h, s_w,
+    HAS_F: tl.constexpr, HAS_BOX: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Adjoint of filtering + cutout (ada.h: filter_adjoint_pixel): the padded positions that
+    reflect onto each input pixel gather filter tap times kept output gradient."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < B * C * H * W
+    b = i // (C * H * W)
+    c = (i // (H * W)) % C
+    y = (i // W) % H
+    xo = i % W
+    base = g + b * s_b + c * s_c
+    if HAS_F:
+        k = tl.arange(0, 64)
+        km = (k < 43)[None, :]
+        hx = tl.load(h + b[:, None] * 43 + k[None, :], mask=mask[:, None] & km, other=0.0)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for sy in range(3):
+            py = tl.where(sy == 0, y + 21, tl.where(sy == 1, 21 - y, 21 + 2 * (H - 1) - y))
+            vy = mask & ((sy == 0) | ((sy == 1) & (y >= 1) & (y <= 21)) | ((sy == 2) & (y <= H - 2) & (y >= H - 22)))
+            for ky in range(43):
+                oy = py - ky
+                my = vy & (oy >= 0) & (oy < H)
+                hy = tl.load(h + b * 43 + ky, mask=my, other=0.0)
+                r = tl.zeros([BLOCK], dtype=tl.float32)
+                for sx in range(3):
+                    px = tl.where(sx == 0, xo + 21, tl.where(sx == 1, 21 - xo, 21 + 2 * (W - 1) - xo))
+                    vx = (sx == 0) | ((sx == 1) & (xo >= 1) & (xo <= 21)) | ((sx == 2) & (xo <= W - 2) & (xo >= W - 22))
+                    ox = px[:, None] - k[None, :]
+                    m = (my & vx)[:, None] & km & (ox >= 0) & (ox < W)
+                    if HAS_BOX:
+                        m = m & _keep(boxes, b[:, None], m, oy[:, None], ox, H, W)
+                    off = tl.where(m, oy[:, None] * s_h + ox * s_w, 0)
+                    vals = tl.load(base[:, None] + off, mask=m, other=0.0).to(tl.float32)
+                    r += tl.sum(hx * vals, axis=1)
+                acc += hy * r
+    else:
+        acc = tl.load(base + y * s_h + xo * s_w, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BOX:
+            acc = tl.where(_keep(boxes, b, mask, y, xo, H, W), acc, 0.0)
+    tl.store(out + i, acc.to(out.dtype.element_ty), mask=mask)
+
+
 # ---- launch helpers ------------------------------------------------------------------------------
 
 # The interpreter pays per operation, not per element: large blocks there, small ones on a GPU.
@@ -356,4 +448,28 @@ def backward(grad, out, gv, G, Cm, taps, margin):
     block = _block(B * H * W, 16 if _INTERPRETED else 64)
     pixel_adjoint_kernel[(triton.cdiv(B * H * W, block),)](
         gv, out, G, taps, margin, B, H, W, CH=C, BLOCK=block, ROWS=ROWS, TILE=TILE
+    )
+
+
+def filter_forward(x, out, h, sigma, noise, boxes):
+    B, C, H, W = x.shape
+    n = x.numel()
+    block = _block(n, 2048 if _INTERPRETED else 64)
+    dummy = h if h is not None else (sigma if sigma is not None else boxes)
+    nz = noise if noise is not None else x
+    filter_fwd_kernel[(triton.cdiv(n, block),)](
+        x, out, h if h is not None else dummy, sigma if sigma is not None else dummy, nz,
+        boxes if boxes is not None else dummy, B, C, H, W, *x.stride(), *nz.stride(),
+        HAS_F=h is not None, HAS_N=sigma is not None, HAS_BOX=boxes is not None, BLOCK=block,
+    )
+
+
+def filter_backward(grad, out, h, boxes):
+    B, C, H, W = grad.shape
+    n = grad.numel()
+    block = _block(n, 2048 if _INTERPRETED else 64)
+    dummy = h if h is not None else boxes
+    filter_adjoint_kernel[(triton.cdiv(n, block),)](
+        grad, out, h if h is not None else dummy, boxes if boxes is not None else dummy, B, C, H, W, *grad.stride(),
+        HAS_F=h is not None, HAS_BOX=boxes is not None, BLOCK=block,
     )

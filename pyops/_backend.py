@@ -31,6 +31,7 @@ BACKENDS = ("cpu", "cuda", "triton", "reference")
 GPU_DEFAULTS: dict[str, str] = {
     "point_sample": "cuda",
     "ada_geom_color": "cuda",  # not measured yet (no GPU run); "triton" is the other choice
+    "ada_filter_noise_cutout": "cuda",  # not measured yet
 }
 
 _global_backend: str | None = None

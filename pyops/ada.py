@@ -15,7 +15,8 @@ Contract: ``shared/specs/ada.md``; the readable chain is :mod:`pyops.reference.a
 The geometric + colour stage runs as one fused op (``torch.ops.pyops.ada_geom_color``: C++ on
 CPU, CUDA C++ on GPU) whose backward is the adjoint, itself an op whose backward is the forward
 again, so gradients of any order reach the images (R1 through the pipeline works). Filtering,
-noise and cutout run as plain PyTorch ops (differentiable to any order as well).
+noise and cutout are a second fused op (``torch.ops.pyops.ada_filter_noise_cutout``), built the
+same way.
 """
 
 from __future__ import annotations
@@ -107,6 +108,57 @@ def geometric_color(
     return op(images, G_inv, C)
 
 
+def filter_noise_cutout(
+    images: torch.Tensor,
+    filters: torch.Tensor | None = None,
+    sigma: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """The fused filtering + noise + cutout stage for explicit per-sample parameters.
+
+    Args:
+        images: (B, C, H, W), C = 1 or 3, any float dtype (computed in float32, float64 for
+            float64 images); H, W >= 22 when filtering.
+        filters: (B, 43) per-sample filter taps (``filter_gains @ pyops.reference.ada.filter_bank()``),
+            applied separably after a 21-pixel reflect pad; ``None``: no filtering.
+        sigma, noise: (B,) noise strengths and a (B, C, H, W) standard normal field, added as
+            ``noise * sigma``; both or neither.
+        boxes: (B, 4) cutout boxes (centre x, centre y, width, height; fractions of the image).
+        backend: as in :func:`geometric_color`.
+
+    Returns (B, C, H, W) contiguous in ``images.dtype``; differentiable to any order with respect
+    to ``images`` (the backward is the adjoint, a deterministic gather).
+    """
+    fn = "ada.filter_noise_cutout"
+    _check_images(fn, images)
+    _check_param(fn, "filters", filters, ("B", 43), images)
+    _check_param(fn, "sigma", sigma, ("B",), images)
+    _check_param(fn, "noise", noise, tuple(["B", *images.shape[1:]]), images)
+    _check_param(fn, "boxes", boxes, ("B", 4), images)
+    if (sigma is None) != (noise is None):
+        raise ValueError(f"pyops.{fn}: sigma and noise must be given together")
+    if filters is not None and min(images.shape[2:]) <= _ref.FILTER_PAD:
+        raise ValueError(
+            f"pyops.{fn}: filtering needs H and W of at least {_ref.FILTER_PAD + 1} (a {_ref.FILTER_PAD}-pixel "
+            f"reflect pad), got shape {tuple(images.shape)}"
+        )
+    name = _backend.resolve("ada_filter_noise_cutout", backend, images.device)
+    if name == "reference":
+        x = images
+        if filters is not None:
+            x = _ref.filter_taps(x, filters)
+        if sigma is not None:
+            x = _ref.add_noise(x, sigma, noise)
+        if boxes is not None:
+            x = _ref.cutout(x, boxes)
+        return x.contiguous()
+    op = torch.ops.pyops.ada_filter_noise_cutout_triton if name == "triton" else torch.ops.pyops.ada_filter_noise_cutout
+    return op(images, filters, sigma, noise, boxes)
+
+
 def augment(
     images: torch.Tensor,
     *,
@@ -125,7 +177,8 @@ def augment(
     needs H, W >= 22 for its 21-pixel reflect pad), additive noise (``noise_sigma`` (B,) times
     ``noise`` (B, C, H, W), a standard normal field; ``noise`` defaults to ``torch.randn``),
     cutout (``cutout_boxes`` (B, 4) = centre x, centre y, width, height as fractions of the image).
-    The geometric + colour stage runs on ``backend``; the others are plain PyTorch ops.
+    The stages run as two fused ops (:func:`geometric_color`, :func:`filter_noise_cutout`) on
+    ``backend``.
     """
     fn = "ada.augment"
     _check_images(fn, images)
@@ -143,14 +196,14 @@ def augment(
     x = images
     if G_inv is not None or C is not None:
         x = geometric_color(x, G_inv, C, backend=backend)
-    if filter_gains is not None:
-        x = _ref.imgfilter(x, filter_gains)
-    if noise_sigma is not None:
-        if noise is None:
+    if filter_gains is not None or noise_sigma is not None or cutout_boxes is not None:
+        filters = None
+        if filter_gains is not None:
+            dt = torch.float64 if images.dtype == torch.float64 else torch.float32
+            filters = filter_gains.to(dt) @ _ref.filter_bank(dt, images.device)
+        if noise_sigma is not None and noise is None:
             noise = torch.randn(x.shape, device=x.device, dtype=torch.float32)
-        x = _ref.add_noise(x, noise_sigma, noise)
-    if cutout_boxes is not None:
-        x = _ref.cutout(x, cutout_boxes)
+        x = filter_noise_cutout(x, filters, noise_sigma, noise, cutout_boxes, backend=backend)
     return x
 
 
@@ -523,6 +576,49 @@ def _triton_geom_color_backward(grad, G_inv, C):
     return out
 
 
+def _triton_filter_args(op, images, filters, sigma, noise, boxes):
+    try:
+        _check_images(op, images)
+        _check_param(op, "filters", filters, ("B", 43), images)
+        _check_param(op, "sigma", sigma, ("B",), images)
+        _check_param(op, "noise", noise, tuple(["B", *images.shape[1:]]), images)
+        _check_param(op, "boxes", boxes, ("B", 4), images)
+    except (TypeError, ValueError) as exc:
+        raise RuntimeError(str(exc)) from exc
+    if (sigma is None) != (noise is None):
+        raise RuntimeError(f"{op}: sigma and noise must be given together")
+    if filters is not None and min(images.shape[2:]) <= _ref.FILTER_PAD:
+        raise RuntimeError(f"{op}: filtering needs H and W of at least 22, got shape {tuple(images.shape)}")
+
+    def f32(t):
+        return None if t is None else t.to(images.device, torch.float32).contiguous()
+
+    return f32(filters), f32(sigma), noise, f32(boxes)
+
+
+def _triton_filter_noise_cutout(images, filters, sigma, noise, boxes):
+    from pyops.kernels import ada as k
+
+    h, sg, nz, bx = _triton_filter_args("ada_filter_noise_cutout_triton", images, filters, sigma, noise, boxes)
+    out = torch.empty(images.shape, dtype=images.dtype, device=images.device)
+    if out.numel():
+        k.filter_forward(images, out, h, sg, nz, bx)
+    return out
+
+
+def _triton_filter_noise_cutout_backward(grad, filters, boxes):
+    from pyops.kernels import ada as k
+
+    h, _, _, bx = _triton_filter_args("ada_filter_noise_cutout_backward_triton", grad, filters, None, None, boxes)
+    out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+    if out.numel() == 0:
+        return out
+    if h is None and bx is None:
+        return out.copy_(grad)
+    k.filter_backward(grad, out, h, bx)
+    return out
+
+
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
 
 
@@ -553,7 +649,44 @@ def _make_backwards(suffix: str):
     return backward_of_forward, backward_of_adjoint
 
 
+def _fake_filter(images, filters, sigma, noise, boxes):
+    return images.new_empty(images.shape)
+
+
+def _fake_filter_backward(grad, filters, boxes):
+    return grad.new_empty(grad.shape)
+
+
+def _setup_filter(ctx, inputs, output):
+    ctx.filters, ctx.boxes = inputs[1], inputs[-1]
+
+
+def _make_filter_backwards(suffix: str):
+    forward_op = getattr(torch.ops.pyops, "ada_filter_noise_cutout" + suffix)
+    adjoint_op = getattr(torch.ops.pyops, "ada_filter_noise_cutout_backward" + suffix)
+
+    def backward_of_forward(ctx, grad):
+        return adjoint_op(grad, ctx.filters, ctx.boxes), None, None, None, None
+
+    def backward_of_adjoint(ctx, grad):  # the noise is not part of the linear map
+        return forward_op(grad, ctx.filters, None, None, ctx.boxes), None, None
+
+    return backward_of_forward, backward_of_adjoint
+
+
 if _extension.available():
+    torch.library.register_kernel("pyops::ada_filter_noise_cutout_triton", ("cpu", "cuda"), _triton_filter_noise_cutout)
+    torch.library.register_kernel(
+        "pyops::ada_filter_noise_cutout_backward_triton", ("cpu", "cuda"), _triton_filter_noise_cutout_backward
+    )
+    for _suffix in ("", "_triton"):
+        _bwd, _bwd_bwd = _make_filter_backwards(_suffix)
+        torch.library.register_fake(f"pyops::ada_filter_noise_cutout{_suffix}")(_fake_filter)
+        torch.library.register_fake(f"pyops::ada_filter_noise_cutout_backward{_suffix}")(_fake_filter_backward)
+        torch.library.register_autograd(f"pyops::ada_filter_noise_cutout{_suffix}", _bwd, setup_context=_setup_filter)
+        torch.library.register_autograd(
+            f"pyops::ada_filter_noise_cutout_backward{_suffix}", _bwd_bwd, setup_context=_setup_filter
+        )
     torch.library.register_kernel("pyops::ada_geom_color_triton", ("cpu", "cuda"), _triton_geom_color)
     torch.library.register_kernel("pyops::ada_geom_color_backward_triton", ("cpu", "cuda"), _triton_geom_color_backward)
     for _suffix in ("", "_triton"):

@@ -147,6 +147,83 @@ def test_identity_returns_input(device, backend):
     torch.testing.assert_close(pyops.ada.augment(big, filter_gains=torch.ones(2, 4, device=device)), big, atol=1e-5, rtol=1e-5)
 
 
+# ---- the fused filter + noise + cutout op against the chain ------------------------------------
+
+
+def make_filter_params(B, C, H, W, seed=5, dtype=torch.float64, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    gains = torch.exp2(torch.randn(B, 4, generator=gen, dtype=torch.float64))
+    filters = gains @ ref.filter_bank()
+    sigma = torch.rand(B, generator=gen, dtype=torch.float64) * 0.2
+    noise = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
+    boxes = torch.cat([torch.rand(B, 2, generator=gen, dtype=torch.float64), torch.full((B, 2), 0.5, dtype=torch.float64)], 1)
+    return [t.to(device=device, dtype=dtype) for t in (filters, sigma, noise, boxes)]
+
+
+def filter_chain(x, filters, sigma, noise, boxes):
+    y = x if filters is None else ref.filter_taps(x, filters)
+    y = y if sigma is None else ref.add_noise(y, sigma, noise)
+    return y if boxes is None else ref.cutout(y, boxes)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
+def test_filter_noise_cutout_matches_reference(device, backend, channels):
+    shape = (1, channels, 22, 23) if interpreted(device, backend) else (2, channels, 25, 23)
+    dtypes = [torch.float32, torch.float16] if backend == "triton" else DTYPES
+    params = make_filter_params(*shape, device=device)
+    for dtype in dtypes:
+        x = make_images(*shape, dtype, device)
+        fused_fn = lambda x: pyops.ada.filter_noise_cutout(x, *params, backend=backend)  # noqa: E731
+        want_fn = lambda x: filter_chain(x.double(), *params).to(x.dtype)  # noqa: E731
+        assert_matches_reference(fused_fn, want_fn, (x,), tol=tol_for(dtype))
+    if not interpreted(device, backend):  # each stage alone
+        x = make_images(*shape, torch.float32, device)
+        f, s, n, b = params
+        for args in [(f, None, None, None), (None, s, n, None), (None, None, None, b)]:
+            assert_matches_reference(
+                lambda x: pyops.ada.filter_noise_cutout(x, *args, backend=backend),
+                lambda x: filter_chain(x.double(), *args).float(),
+                (x,),
+                tol=tol_for(torch.float32),
+            )
+
+
+@pytest.mark.parametrize("device,backend", CPP_BACKENDS)
+def test_filter_gradcheck_and_gradgradcheck(device, backend):
+    x = make_images(1, 1, 22, 22, torch.float64, device)
+    f, s, n, b = make_filter_params(1, 1, 22, 22, device=device)
+    assert_gradcheck(lambda x: pyops.ada.filter_noise_cutout(x, f, s, n, b, backend=backend), (x,), gradgrad=True)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_filter_opcheck(device, backend):
+    suffix = "_triton" if backend == "triton" else ""
+    shape = (1, 1, 22, 22) if interpreted(device, backend) else (2, 3, 22, 24)
+    x = make_images(*shape, torch.float32, device).requires_grad_()
+    f, s, n, b = make_filter_params(*shape, dtype=torch.float32, device=device)
+    forward = getattr(torch.ops.pyops, "ada_filter_noise_cutout" + suffix)
+    adjoint = getattr(torch.ops.pyops, "ada_filter_noise_cutout_backward" + suffix)
+    if interpreted(device, backend):  # the registrations are the same; the interpreter is slow
+        assert_opcheck(forward, (x, None, s, n, b))
+        assert_opcheck(adjoint, (x, None, b))
+        return
+    assert_opcheck(forward, (x, f, s, n, b))
+    assert_opcheck(adjoint, (x, f, b))
+
+
+def test_filter_bad_arguments():
+    x = torch.zeros(2, 3, 24, 24)
+    with pytest.raises(ValueError, match=r"filters must have shape \(B, 43\)"):
+        pyops.ada.filter_noise_cutout(x, torch.zeros(2, 40))
+    with pytest.raises(ValueError, match="sigma and noise must be given together"):
+        pyops.ada.filter_noise_cutout(x, None, torch.zeros(2))
+    with pytest.raises(RuntimeError, match="filtering needs H and W of at least 22"):
+        torch.ops.pyops.ada_filter_noise_cutout(torch.zeros(1, 1, 8, 30), torch.zeros(1, 43), None, None, None)
+    with pytest.raises(RuntimeError, match="noise must have the images' shape"):
+        torch.ops.pyops.ada_filter_noise_cutout(x, None, torch.zeros(2), torch.zeros(2, 3, 24, 23), None)
+
+
 # ---- every augmentation alone, and all together, through the pipeline's parameters ------------
 
 

@@ -384,5 +384,61 @@ PYOPS_HD void pixel_adjoint(const T* gv, int64_t C, int64_t H, int64_t W, const 
   }
 }
 
+// ---- filtering, noise, cutout -----------------------------------------------------------------
+// y = keep(o) * (sum_ky h[ky] sum_kx h[kx] x[reflect(oy + ky), reflect(ox + kx)] + sigma * n[o]),
+// with a 21-pixel reflect pad and the per-sample 43-tap filter h (the bank times the gains).
+constexpr int kFilterTaps = 43;
+constexpr int kFilterPad = 21;
+
+// Whether cutout box (centre x, centre y, width, height; fractions of the image) keeps pixel (x, y).
+template <typename T>
+PYOPS_HD bool cutout_keep(const T* box, int64_t y, int64_t x, int64_t H, int64_t W) {
+  const T dx = fabs((T(x) + T(0.5)) / T(W) - box[0]);
+  const T dy = fabs((T(y) + T(0.5)) / T(H) - box[1]);
+  return !(dx < box[2] / T(2) && dy < box[3] / T(2));
+}
+
+template <typename scalar_t, typename T>
+PYOPS_HD T filter_pixel(const Image<const scalar_t>& x, const T* h, int64_t b, int64_t c, int64_t y, int64_t xx) {
+  const scalar_t* plane = x.data + b * x.sB + c * x.sC;
+  T s = T(0);
+  for (int ky = 0; ky < kFilterTaps; ++ky) {
+    const scalar_t* row = plane + reflect(y + ky, kFilterPad, x.H) * x.sH;
+    T r = T(0);
+    for (int kx = 0; kx < kFilterTaps; ++kx) r += h[kx] * static_cast<T>(row[reflect(xx + kx, kFilterPad, x.W) * x.sW]);
+    s += h[ky] * r;
+  }
+  return s;
+}
+
+// Adjoint of the filter (after the cutout mask) at input pixel (y, x): the padded positions p that
+// reflect onto it gather h[k] * keep * g over the output pixels p - k.
+template <typename scalar_t, typename T>
+PYOPS_HD T filter_adjoint_pixel(const Image<const scalar_t>& g, const T* h, const T* box, int64_t b, int64_t c,
+                                int64_t y, int64_t xx) {
+  int64_t py[3], px[3];
+  const int ny = padded_sources(y, kFilterPad, kFilterPad, g.H, py);
+  const int nx = padded_sources(xx, kFilterPad, kFilterPad, g.W, px);
+  const scalar_t* plane = g.data + b * g.sB + c * g.sC;
+  T s = T(0);
+  for (int jy = 0; jy < ny; ++jy) {
+    for (int ky = 0; ky < kFilterTaps; ++ky) {
+      const int64_t oy = py[jy] - ky;
+      if (oy < 0 || oy >= g.H) continue;
+      T r = T(0);
+      for (int jx = 0; jx < nx; ++jx) {
+        for (int kx = 0; kx < kFilterTaps; ++kx) {
+          const int64_t ox = px[jx] - kx;
+          if (ox < 0 || ox >= g.W) continue;
+          if (box && !cutout_keep(box, oy, ox, g.H, g.W)) continue;
+          r += h[kx] * static_cast<T>(plane[oy * g.sH + ox * g.sW]);
+        }
+      }
+      s += h[ky] * r;
+    }
+  }
+  return s;
+}
+
 }  // namespace ada
 }  // namespace pyops

@@ -125,11 +125,76 @@ at::Tensor geom_color_backward_cpu(const at::Tensor& grad, const std::optional<a
   return out;
 }
 
+at::Tensor filter_noise_cutout_cpu(const at::Tensor& images, const std::optional<at::Tensor>& filters_,
+                                   const std::optional<at::Tensor>& sigma_, const std::optional<at::Tensor>& noise,
+                                   const std::optional<at::Tensor>& boxes_) {
+  check_filter_args("ada_filter_noise_cutout", images, filters_, sigma_, noise, boxes_);
+  const at::Tensor h = opmath_matrix(filters_, images), sg = opmath_matrix(sigma_, images);
+  const at::Tensor bx = opmath_matrix(boxes_, images);
+  at::Tensor out = at::empty(images.sizes(), images.options());
+  if (out.numel() == 0) return out;
+  PYOPS_ADA_DISPATCH(images.scalar_type(), "ada_filter_noise_cutout_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const auto x = image_of(images, images.const_data_ptr<scalar_t>());
+    const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
+    const T* hp = h.defined() ? h.const_data_ptr<T>() : nullptr;
+    const T* sp = sg.defined() ? sg.const_data_ptr<T>() : nullptr;
+    const T* bp = bx.defined() ? bx.const_data_ptr<T>() : nullptr;
+    const at::Tensor nz = noise.has_value() ? noise->to(c10::CppTypeToScalarType<T>::value) : at::Tensor();
+    const auto n = nz.defined() ? image_of(nz, nz.const_data_ptr<T>()) : Image<const T>{};
+    at::parallel_for(0, x.B * x.C * x.H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / (x.C * x.H), c = (r / x.H) % x.C, y = r % x.H;
+        for (int64_t xx = 0; xx < x.W; ++xx) {
+          T v = hp ? filter_pixel(x, hp + kFilterTaps * b, b, c, y, xx) : static_cast<T>(x.data[x.at(b, c, y, xx)]);
+          if (sp) v = v + n.data[n.at(b, c, y, xx)] * sp[b];
+          if (bp && !cutout_keep(bp + 4 * b, y, xx, x.H, x.W)) v = T(0);
+          o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor filter_noise_cutout_backward_cpu(const at::Tensor& grad, const std::optional<at::Tensor>& filters_,
+                                            const std::optional<at::Tensor>& boxes_) {
+  check_filter_args("ada_filter_noise_cutout_backward", grad, filters_, std::nullopt, std::nullopt, boxes_);
+  const at::Tensor h = opmath_matrix(filters_, grad), bx = opmath_matrix(boxes_, grad);
+  at::Tensor out = at::empty(grad.sizes(), grad.options());
+  if (out.numel() == 0) return out;
+  PYOPS_ADA_DISPATCH(grad.scalar_type(), "ada_filter_noise_cutout_backward_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const auto g = image_of(grad, grad.const_data_ptr<scalar_t>());
+    const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
+    const T* hp = h.defined() ? h.const_data_ptr<T>() : nullptr;
+    const T* bp = bx.defined() ? bx.const_data_ptr<T>() : nullptr;
+    at::parallel_for(0, g.B * g.C * g.H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / (g.C * g.H), c = (r / g.H) % g.C, y = r % g.H;
+        const T* box = bp ? bp + 4 * b : nullptr;
+        for (int64_t xx = 0; xx < g.W; ++xx) {
+          T v;
+          if (hp) {
+            v = filter_adjoint_pixel(g, hp + kFilterTaps * b, box, b, c, y, xx);
+          } else {
+            v = (box && !cutout_keep(box, y, xx, g.H, g.W)) ? T(0) : static_cast<T>(g.data[g.at(b, c, y, xx)]);
+          }
+          o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v);
+        }
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyops, CPU, m) {
   m.impl("ada_geom_color", &geom_color_cpu);
   m.impl("ada_geom_color_backward", &geom_color_backward_cpu);
+  m.impl("ada_filter_noise_cutout", &filter_noise_cutout_cpu);
+  m.impl("ada_filter_noise_cutout_backward", &filter_noise_cutout_backward_cpu);
 }
 
 }  // namespace ada

@@ -109,6 +109,33 @@ __global__ void pixel_adjoint_kernel(const T* gv, Image<scalar_t> o, const T* G,
   for (int64_t c = 0; c < o.C; ++c) o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v[c]);
 }
 
+template <typename scalar_t, typename T>
+__global__ void filter_forward_kernel(Image<const scalar_t> x, Image<scalar_t> o, const T* h, const T* sigma,
+                                      Image<const T> noise, const T* boxes) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= x.B * x.C * x.H * x.W) return;
+  const int64_t b = i / (x.C * x.H * x.W), c = (i / (x.H * x.W)) % x.C, y = (i / x.W) % x.H, xx = i % x.W;
+  T v = h ? filter_pixel(x, h + kFilterTaps * b, b, c, y, xx) : static_cast<T>(x.data[x.at(b, c, y, xx)]);
+  if (sigma) v = v + noise.data[noise.at(b, c, y, xx)] * sigma[b];
+  if (boxes && !cutout_keep(boxes + 4 * b, y, xx, x.H, x.W)) v = T(0);
+  o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v);
+}
+
+template <typename scalar_t, typename T>
+__global__ void filter_adjoint_kernel(Image<const scalar_t> g, Image<scalar_t> o, const T* h, const T* boxes) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= g.B * g.C * g.H * g.W) return;
+  const int64_t b = i / (g.C * g.H * g.W), c = (i / (g.H * g.W)) % g.C, y = (i / g.W) % g.H, xx = i % g.W;
+  const T* box = boxes ? boxes + 4 * b : nullptr;
+  T v;
+  if (h) {
+    v = filter_adjoint_pixel(g, h + kFilterTaps * b, box, b, c, y, xx);
+  } else {
+    v = (box && !cutout_keep(box, y, xx, g.H, g.W)) ? T(0) : static_cast<T>(g.data[g.at(b, c, y, xx)]);
+  }
+  o.data[o.at(b, c, y, xx)] = static_cast<scalar_t>(v);
+}
+
 #define PYOPS_ADA_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
@@ -186,11 +213,56 @@ at::Tensor geom_color_backward_cuda(const at::Tensor& grad, const std::optional<
   return out;
 }
 
+at::Tensor filter_noise_cutout_cuda(const at::Tensor& images, const std::optional<at::Tensor>& filters_,
+                                    const std::optional<at::Tensor>& sigma_, const std::optional<at::Tensor>& noise,
+                                    const std::optional<at::Tensor>& boxes_) {
+  check_filter_args("ada_filter_noise_cutout", images, filters_, sigma_, noise, boxes_);
+  const c10::cuda::CUDAGuard guard(images.device());
+  const at::Tensor h = opmath_matrix(filters_, images), sg = opmath_matrix(sigma_, images);
+  const at::Tensor bx = opmath_matrix(boxes_, images);
+  at::Tensor out = at::empty(images.sizes(), images.options());
+  if (out.numel() == 0) return out;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  PYOPS_ADA_DISPATCH(images.scalar_type(), "ada_filter_noise_cutout_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const auto x = image_of(images, images.const_data_ptr<scalar_t>());
+    const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
+    const at::Tensor nz = noise.has_value() ? noise->to(c10::CppTypeToScalarType<T>::value) : at::Tensor();
+    const auto n = nz.defined() ? image_of(nz, nz.const_data_ptr<T>()) : Image<const T>{};
+    filter_forward_kernel<scalar_t, T><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+        x, o, h.defined() ? h.const_data_ptr<T>() : nullptr, sg.defined() ? sg.const_data_ptr<T>() : nullptr, n,
+        bx.defined() ? bx.const_data_ptr<T>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor filter_noise_cutout_backward_cuda(const at::Tensor& grad, const std::optional<at::Tensor>& filters_,
+                                             const std::optional<at::Tensor>& boxes_) {
+  check_filter_args("ada_filter_noise_cutout_backward", grad, filters_, std::nullopt, std::nullopt, boxes_);
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor h = opmath_matrix(filters_, grad), bx = opmath_matrix(boxes_, grad);
+  at::Tensor out = at::empty(grad.sizes(), grad.options());
+  if (out.numel() == 0) return out;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  PYOPS_ADA_DISPATCH(grad.scalar_type(), "ada_filter_noise_cutout_backward_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const auto g = image_of(grad, grad.const_data_ptr<scalar_t>());
+    const auto o = image_of(out, out.mutable_data_ptr<scalar_t>());
+    filter_adjoint_kernel<scalar_t, T><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+        g, o, h.defined() ? h.const_data_ptr<T>() : nullptr, bx.defined() ? bx.const_data_ptr<T>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyops, CUDA, m) {
   m.impl("ada_geom_color", &geom_color_cuda);
   m.impl("ada_geom_color_backward", &geom_color_backward_cuda);
+  m.impl("ada_filter_noise_cutout", &filter_noise_cutout_cuda);
+  m.impl("ada_filter_noise_cutout_backward", &filter_noise_cutout_backward_cuda);
 }
 
 }  // namespace ada

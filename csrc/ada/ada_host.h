@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -41,6 +42,39 @@ inline void check_geom_color_args(const char* op, const at::Tensor& x, const std
   check_images(op, "images", x);
   check_matrix(op, "G_inv", G, 3, x);
   check_matrix(op, "C", C, 4, x);
+}
+
+inline void check_vector(const char* op, const char* name, const std::optional<at::Tensor>& t, int64_t n,
+                         const at::Tensor& x) {
+  if (!t.has_value()) return;
+  const bool shape_ok = n == 0 ? (t->dim() == 1 && t->size(0) == x.size(0))
+                               : (t->dim() == 2 && t->size(0) == x.size(0) && t->size(1) == n);
+  TORCH_CHECK(shape_ok, op, ": ", name, " must have shape (B", n == 0 ? "" : ", ", n == 0 ? "" : std::to_string(n),
+              ") with B = ", x.size(0), ", got ", t->sizes());
+  TORCH_CHECK(at::isFloatingType(t->scalar_type()), op, ": ", name, " must be a floating-point tensor, got ",
+              t->scalar_type());
+  TORCH_CHECK(t->device() == x.device(), op, ": ", name, " is on ", t->device(), " but the images are on ",
+              x.device());
+}
+
+inline void check_filter_args(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& filters,
+                              const std::optional<at::Tensor>& sigma, const std::optional<at::Tensor>& noise,
+                              const std::optional<at::Tensor>& boxes) {
+  check_images(op, "images", x);
+  check_vector(op, "filters", filters, kFilterTaps, x);
+  check_vector(op, "sigma", sigma, 0, x);
+  check_vector(op, "boxes", boxes, 4, x);
+  if (filters.has_value()) {
+    TORCH_CHECK(x.size(2) > kFilterPad && x.size(3) > kFilterPad, op, ": filtering needs H and W of at least ",
+                kFilterPad + 1, " (a ", kFilterPad, "-pixel reflect pad), got shape ", x.sizes());
+  }
+  TORCH_CHECK(sigma.has_value() == noise.has_value(), op, ": sigma and noise must be given together");
+  if (noise.has_value()) {
+    TORCH_CHECK(noise->sizes() == x.sizes(), op, ": noise must have the images' shape ", x.sizes(), ", got ",
+                noise->sizes());
+    TORCH_CHECK(noise->device() == x.device(), op, ": noise is on ", noise->device(), " but the images are on ",
+                x.device());
+  }
 }
 
 // A matrix in the op-math type, contiguous; undefined when absent.

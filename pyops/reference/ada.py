@@ -169,9 +169,15 @@ def color(images: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
 def imgfilter(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
     """Per-sample band gains ``gains`` (B, 4) turn the filter bank into one 43-tap filter per
     sample, applied separably (rows, then columns) after a 21-pixel reflect pad."""
+    dt = _opmath(images)
+    return filter_taps(images, gains.to(dt) @ filter_bank(dt, images.device))
+
+
+def filter_taps(images: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Per-sample 43-tap filters ``h`` (B, 43) applied separably after a 21-pixel reflect pad."""
     B, C, H, W = images.shape
     dt = _opmath(images)
-    h = gains.to(dt) @ filter_bank(dt, images.device)  # (B, 43)
+    h = h.to(dt)
     k = h.shape[1]
     x = F.pad(images.to(dt), [FILTER_PAD] * 4, mode="reflect")
     x = x.reshape(1, B * C, H + 2 * FILTER_PAD, W + 2 * FILTER_PAD)
@@ -236,6 +242,7 @@ __all__ = [
     "color",
     "cutout",
     "filter_bank",
+    "filter_taps",
     "geom_filter",
     "geometric",
     "geometric_margin",

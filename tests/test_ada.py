@@ -49,6 +49,14 @@ def interpreted(device, backend):
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
+@pytest.fixture(autouse=True)
+def _own_rng():
+    # these tests seed and draw from the global generator: restore it afterwards, so the tests
+    # of other families see the same random numbers whether or not these ran first
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        yield
+
+
 def make_images(B, C, H, W, dtype=torch.float32, device="cpu", seed=0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.rand(B, C, H, W, generator=gen, dtype=torch.float64) * 2 - 1).to(device=device, dtype=dtype)

@@ -84,6 +84,26 @@ TORCH_LIBRARY(pyops, m) {
   // switch_weight, switch_bias, pre_weight, pre_bias, post_weight, post_bias, bias).
   PYOPS_SAC_OPS("")
   PYOPS_SAC_OPS("_triton")
+
+  // StyleGAN2-ADA. images (B, C, H, W), C in {1, 3}; G_inv (B, 3, 3) maps output pixels to
+  // input pixels (centred coordinates), C (B, 4, 4) maps colours (homogeneous); either may be
+  // None (stage skipped). The backward is the adjoint of the linear part (colour offset dropped):
+  // its own backward is the forward again, so gradients of any order work.
+  m.def("ada_geom_color(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
+  m.def("ada_geom_color_backward(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
+  m.def("ada_geom_color_triton(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
+  m.def("ada_geom_color_backward_triton(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
+  // filters (B, 43) per-sample filter taps (None: no filtering), sigma (B,) and noise (like
+  // images) additive noise, boxes (B, 4) cutout (centre x, centre y, width, height as fractions).
+  // The backward is the adjoint of the linear part (the noise drops out).
+  m.def(
+      "ada_filter_noise_cutout(Tensor images, Tensor? filters, Tensor? sigma, Tensor? noise, "
+      "Tensor? boxes) -> Tensor");
+  m.def("ada_filter_noise_cutout_backward(Tensor grad, Tensor? filters, Tensor? boxes) -> Tensor");
+  m.def(
+      "ada_filter_noise_cutout_triton(Tensor images, Tensor? filters, Tensor? sigma, Tensor? noise, "
+      "Tensor? boxes) -> Tensor");
+  m.def("ada_filter_noise_cutout_backward_triton(Tensor grad, Tensor? filters, Tensor? boxes) -> Tensor");
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

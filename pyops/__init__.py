@@ -32,6 +32,8 @@ from pyops.pointrend import (
     subdivision_step,
 )
 from pyops.sac import SAConv2d, sac_conv2d
+from pyops import ada
+from pyops.ada import AdaController, AugmentPipe, rv_heuristic
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,8 @@ extension_error = _extension.load_error
 """Why ``pyops._C`` did not load (an ImportError), or ``None`` if it loaded."""
 
 __all__ = [
+    "AdaController",
+    "AugmentPipe",
     "BACKENDS",
     "calculate_uncertainty",
     "calculate_uncertainty_sem_seg",
@@ -58,6 +62,8 @@ __all__ = [
     "sample_points_for_loss",
     "sac_conv2d",
     "SAConv2d",
+    "ada",
+    "rv_heuristic",
     "set_backend",
     "shared_projection",
     "subdivision_inference",

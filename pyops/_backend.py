@@ -37,6 +37,8 @@ GPU_DEFAULTS: dict[str, str] = {
     "linformer_attention": "triton",
     "linformer_project": "cuda",
     "sac_conv2d": "cuda",  # SAC: cuda and triton run the same composition; not yet measured on a GPU
+    "ada_geom_color": "cuda",  # not measured yet (no GPU run); "triton" is the other choice
+    "ada_filter_noise_cutout": "cuda",  # not measured yet
 }
 
 _global_backend: str | None = None

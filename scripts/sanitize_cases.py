@@ -92,6 +92,52 @@ def sac_cases():
                 assert err <= rel * (b.float().abs().max().item() + 1e-3), (tuple(a.shape), err)
 
 
+def ada_case(B, C, H, W, dtype, channels_last, geom=True, color=True):
+    """pyops.ada.geometric_color on the CUDA backend, forward and adjoint, against the reference."""
+    from pyops.reference import ada as ada_ref
+
+    x = torch.rand(B, C, H, W, device=DEVICE, dtype=dtype) * 2 - 1
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    theta = torch.rand(B, device=DEVICE) * 6.28
+    s = torch.exp2(torch.randn(B, device=DEVICE) * 0.5)
+    G = pyops.ada.rotate2d(theta) @ pyops.ada.scale2d(s, 1 / s) @ pyops.ada.translate2d(torch.randn(B, device=DEVICE) * 3, torch.randn(B, device=DEVICE))
+    C_ = torch.eye(4, device=DEVICE).repeat(B, 1, 1) + 0.2 * torch.randn(B, 4, 4, device=DEVICE)
+    G, C_ = (G if geom else None), (C_ if color else None)
+    x.requires_grad_()
+    out = pyops.ada.geometric_color(x, G, C_, backend=BACKEND)
+    g = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, g)
+    xd = x.detach().double().requires_grad_()
+    want = xd
+    if G is not None:
+        want = ada_ref.geometric(want, G.double())
+    if C_ is not None:
+        want = ada_ref.color(want, C_.double())
+    (wx,) = torch.autograd.grad(want, xd, g.double())
+    tol = dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out.double(), want, **tol)
+    torch.testing.assert_close(gx.double(), wx, **tol)
+
+
+def ada_filter_case(B, C, H, W, dtype):
+    """pyops.ada.filter_noise_cutout on the CUDA backend, forward and adjoint, against the reference."""
+    from pyops.reference import ada as ada_ref
+
+    x = (torch.rand(B, C, H, W, device=DEVICE) * 2 - 1).to(dtype).requires_grad_()
+    h = torch.exp2(torch.randn(B, 4, device=DEVICE)) @ ada_ref.filter_bank(torch.float32, DEVICE)
+    sigma, noise = torch.rand(B, device=DEVICE) * 0.2, torch.randn(B, C, H, W, device=DEVICE)
+    boxes = torch.cat([torch.rand(B, 2, device=DEVICE), torch.full((B, 2), 0.5, device=DEVICE)], 1)
+    out = pyops.ada.filter_noise_cutout(x, h, sigma, noise, boxes, backend=BACKEND)
+    g = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, g)
+    xd = x.detach().double().requires_grad_()
+    want = ada_ref.cutout(ada_ref.add_noise(ada_ref.filter_taps(xd, h.double()), sigma.double(), noise.double()), boxes.double())
+    (wx,) = torch.autograd.grad(want, xd, g.double())
+    torch.testing.assert_close(out.double(), want, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(gx.double(), wx, atol=2e-2, rtol=2e-2)
+
+
 def main():
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for channels_last in (False, True):
@@ -107,6 +153,15 @@ def main():
         linformer_case(1, 2, 131, d, 65, torch.float32, per_head=True, masked=False, dropout_p=0.2)
     linformer_case(1, 1, 1, 8, 1, torch.float32, per_head=False, masked=False, dropout_p=0.0)
     sac_cases()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        ada_case(3, 3, 13, 9, dtype, channels_last=False)
+    ada_case(2, 1, 7, 16, torch.float32, channels_last=True)
+    ada_case(2, 3, 1, 5, torch.float32, channels_last=False)
+    ada_case(2, 3, 8, 8, torch.float32, channels_last=False, geom=False)
+    ada_case(2, 3, 8, 8, torch.float32, channels_last=False, color=False)
+    for dtype in (torch.float32, torch.float16, torch.float64):
+        ada_filter_case(2, 3, 23, 30, dtype)
+    ada_filter_case(1, 1, 22, 22, torch.float32)
     if DEVICE == "cuda":
         torch.cuda.synchronize()
     print(f"sanitize cases done on {DEVICE}")

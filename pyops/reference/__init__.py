@@ -1,5 +1,6 @@
 """Plain-PyTorch reference implementations: the definition every kernel is tested against."""
 
+from pyops.reference import ada
 from pyops.reference.linformer import linformer_attention, linformer_project
 from pyops.reference.pointrend import (
     calculate_uncertainty,
@@ -17,6 +18,7 @@ from pyops.reference.pointrend import (
 from pyops.reference.sac import aws_weight, sac_conv2d, two_convolutions
 
 __all__ = [
+    "ada",
     "aws_weight",
     "calculate_uncertainty",
     "calculate_uncertainty_sem_seg",

@@ -31,9 +31,9 @@ from pyops.pointrend import (
     subdivision_inference,
     subdivision_step,
 )
-from pyops.sac import SAConv2d, sac_conv2d
 from pyops import ada
 from pyops.ada import AdaController, AugmentPipe, rv_heuristic
+from pyops.sac import SAConv2d, sac_conv2d
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ extension_error = _extension.load_error
 """Why ``pyops._C`` did not load (an ImportError), or ``None`` if it loaded."""
 
 __all__ = [
+    "ada",
     "AdaController",
     "AugmentPipe",
     "BACKENDS",
@@ -59,11 +60,10 @@ __all__ = [
     "LinformerSelfAttention",
     "point_sample",
     "point_sample_fine_grained_features",
-    "sample_points_for_loss",
+    "rv_heuristic",
     "sac_conv2d",
     "SAConv2d",
-    "ada",
-    "rv_heuristic",
+    "sample_points_for_loss",
     "set_backend",
     "shared_projection",
     "subdivision_inference",

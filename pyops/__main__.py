@@ -20,7 +20,7 @@ def main() -> int:
     print()
 
     results = _selfcheck.run()
-    header = f"{'op':<16} {'device':<7} {'backend':<10} {'max error':>10} {'ms':>9} {'ref ms':>9} {'vs ref':>7}  status"
+    header = f"{'op':<20} {'device':<7} {'backend':<10} {'max error':>10} {'ms':>9} {'ref ms':>9} {'vs ref':>7}  status"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -29,7 +29,7 @@ def main() -> int:
         ref_ms = f"{r.ref_ms:.3f}" if r.ref_ms is not None else "-"
         ratio = f"{r.ref_ms / r.ms:.2f}x" if r.ms and r.ref_ms else "-"
         status = "ok" if r.ok else f"FAILED: {r.error}"
-        print(f"{r.op:<16} {r.device:<7} {r.backend:<10} {err:>10} {ms:>9} {ref_ms:>9} {ratio:>7}  {status}")
+        print(f"{r.op:<20} {r.device:<7} {r.backend:<10} {err:>10} {ms:>9} {ref_ms:>9} {ratio:>7}  {status}")
     failed = sum(not r.ok for r in results)
     print()
     print(f"{len(results) - failed} passed, {failed} failed (float32 inputs; outputs and gradients vs the reference in float64; times include the backward)")

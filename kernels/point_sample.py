@@ -18,22 +18,6 @@ def _unnormalize(u, size, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _taps(coords, i, mask, H, W, ALIGN: tl.constexpr):
-    """Bilinear taps of points i: position, floor, corner validity, integer corner 0."""
-    x = _unnormalize(tl.load(coords + 2 * i, mask=mask, other=0.0), W, ALIGN)
-    y = _unnormalize(tl.load(coords + 2 * i + 1, mask=mask, other=0.0), H, ALIGN)
-    x0 = tl.floor(x)
-    y0 = tl.floor(y)
-    vx0 = (x0 >= 0) & (x0 < W)
-    vx1 = (x0 >= -1) & (x0 < W - 1)
-    vy0 = (y0 >= 0) & (y0 < H)
-    vy1 = (y0 >= -1) & (y0 < H - 1)
-    ix0 = tl.where(vx0 | vx1, x0, 0.0).to(tl.int64)
-    iy0 = tl.where(vy0 | vy1, y0, 0.0).to(tl.int64)
-    return x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0
-
-
-@triton.jit
 def _image(bidx, n, mask, B, HAS_BIDX: tl.constexpr):
     """Image sampled by rows n (batch_index[n], or n) and whether it exists."""
     if HAS_BIDX:
@@ -42,6 +26,38 @@ def _image(bidx, n, mask, B, HAS_BIDX: tl.constexpr):
         b = n
     ok = (b >= 0) & (b < B)
     return tl.where(ok, b, 0), ok
+
+
+@triton.jit
+def _taps(coords, bidx, i, mask, n, B, H, W, ALIGN: tl.constexpr, HAS_BIDX: tl.constexpr):
+    """Bilinear taps of points i (rows n): position, floor, corner validity (all invalid when the
+    row's image does not exist), integer corner 0, and the image index."""
+    x = _unnormalize(tl.load(coords + 2 * i, mask=mask, other=0.0), W, ALIGN)
+    y = _unnormalize(tl.load(coords + 2 * i + 1, mask=mask, other=0.0), H, ALIGN)
+    x0 = tl.floor(x)
+    y0 = tl.floor(y)
+    b, ok = _image(bidx, n, mask, B, HAS_BIDX)
+    vx0 = (x0 >= 0) & (x0 < W)
+    vx1 = (x0 >= -1) & (x0 < W - 1)
+    vy0 = ok & (y0 >= 0) & (y0 < H)
+    vy1 = ok & (y0 >= -1) & (y0 < H - 1)
+    ix0 = tl.where(vx0 | vx1, x0, 0.0).to(tl.int64)
+    iy0 = tl.where(vy0 | vy1, y0, 0.0).to(tl.int64)
+    return x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0, b
+
+
+@triton.jit
+def _corners(base, ix0, iy0, s_h, s_w, m, vx0, vx1, vy0, vy1, dtype: tl.constexpr):
+    """The four corner values of a (points, channels) block, 0 where a corner is invalid."""
+    r0 = iy0 * s_h
+    r1 = r0 + s_h
+    q0 = ix0 * s_w
+    q1 = q0 + s_w
+    v00 = tl.load(base + (r0 + q0)[:, None], mask=m & (vy0 & vx0)[:, None], other=0.0).to(dtype)
+    v01 = tl.load(base + (r0 + q1)[:, None], mask=m & (vy0 & vx1)[:, None], other=0.0).to(dtype)
+    v10 = tl.load(base + (r1 + q0)[:, None], mask=m & (vy1 & vx0)[:, None], other=0.0).to(dtype)
+    v11 = tl.load(base + (r1 + q1)[:, None], mask=m & (vy1 & vx1)[:, None], other=0.0).to(dtype)
+    return v00, v01, v10, v11
 
 
 @triton.jit
@@ -56,28 +72,18 @@ def point_sample_fwd_kernel(
     mc = c < C
     n = i // P
     p = i % P
-    x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
-    b, ok = _image(bidx, n, mi, B, HAS_BIDX)
-    vy0 = vy0 & ok
-    vy1 = vy1 & ok
+    x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0, b = _taps(coords, bidx, i, mi, n, B, H, W, ALIGN, HAS_BIDX)
     wx0 = x0 + 1 - x
     wx1 = x - x0
     wy0 = y0 + 1 - y
     wy1 = y - y0
     base = inp + (b * s_n)[:, None] + (c * s_c)[None, :]
     m = mi[:, None] & mc[None, :]
-    r0 = iy0 * s_h
-    r1 = r0 + s_h
-    q0 = ix0 * s_w
-    q1 = q0 + s_w
-    v00 = tl.load(base + (r0 + q0)[:, None], mask=m & (vy0 & vx0)[:, None], other=0.0)
-    v01 = tl.load(base + (r0 + q1)[:, None], mask=m & (vy0 & vx1)[:, None], other=0.0)
-    v10 = tl.load(base + (r1 + q0)[:, None], mask=m & (vy1 & vx0)[:, None], other=0.0)
-    v11 = tl.load(base + (r1 + q1)[:, None], mask=m & (vy1 & vx1)[:, None], other=0.0)
-    acc = (wx0 * wy0)[:, None] * v00.to(x.dtype)
-    acc += (wx1 * wy0)[:, None] * v01.to(x.dtype)
-    acc += (wx0 * wy1)[:, None] * v10.to(x.dtype)
-    acc += (wx1 * wy1)[:, None] * v11.to(x.dtype)
+    v00, v01, v10, v11 = _corners(base, ix0, iy0, s_h, s_w, m, vx0, vx1, vy0, vy1, x.dtype)
+    acc = (wx0 * wy0)[:, None] * v00
+    acc += (wx1 * wy0)[:, None] * v01
+    acc += (wx0 * wy1)[:, None] * v10
+    acc += (wx1 * wy1)[:, None] * v11
     dst = out + (n * o_n + p * o_p)[:, None] + (c * o_c)[None, :]
     tl.store(dst, acc.to(out.dtype.element_ty), mask=m)
 
@@ -92,14 +98,7 @@ def point_sample_coords_grad_kernel(
     mi = i < N * P
     n = i // P
     p = i % P
-    x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
-    b, ok = _image(bidx, n, mi, B, HAS_BIDX)
-    vy0 = vy0 & ok
-    vy1 = vy1 & ok
-    r0 = iy0 * s_h
-    r1 = r0 + s_h
-    q0 = ix0 * s_w
-    q1 = q0 + s_w
+    x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0, b = _taps(coords, bidx, i, mi, n, B, H, W, ALIGN, HAS_BIDX)
     d00 = tl.zeros([BLOCK_P], dtype=x.dtype)
     d01 = tl.zeros([BLOCK_P], dtype=x.dtype)
     d10 = tl.zeros([BLOCK_P], dtype=x.dtype)
@@ -110,14 +109,11 @@ def point_sample_coords_grad_kernel(
         g = tl.load(grad + (n * g_n + p * g_p)[:, None] + (c * g_c)[None, :], mask=m, other=0.0)
         g = g.to(x.dtype)
         base = inp + (b * s_n)[:, None] + (c * s_c)[None, :]
-        v00 = tl.load(base + (r0 + q0)[:, None], mask=m & (vy0 & vx0)[:, None], other=0.0)
-        v01 = tl.load(base + (r0 + q1)[:, None], mask=m & (vy0 & vx1)[:, None], other=0.0)
-        v10 = tl.load(base + (r1 + q0)[:, None], mask=m & (vy1 & vx0)[:, None], other=0.0)
-        v11 = tl.load(base + (r1 + q1)[:, None], mask=m & (vy1 & vx1)[:, None], other=0.0)
-        d00 += tl.sum(g * v00.to(x.dtype), axis=1)
-        d01 += tl.sum(g * v01.to(x.dtype), axis=1)
-        d10 += tl.sum(g * v10.to(x.dtype), axis=1)
-        d11 += tl.sum(g * v11.to(x.dtype), axis=1)
+        v00, v01, v10, v11 = _corners(base, ix0, iy0, s_h, s_w, m, vx0, vx1, vy0, vy1, x.dtype)
+        d00 += tl.sum(g * v00, axis=1)
+        d01 += tl.sum(g * v01, axis=1)
+        d10 += tl.sum(g * v10, axis=1)
+        d11 += tl.sum(g * v11, axis=1)
     gx = (d01 - d00) * (y0 + 1 - y) + (d11 - d10) * (y - y0)
     gy = (d10 - d00) * (x0 + 1 - x) + (d11 - d01) * (x - x0)
     if ALIGN:
@@ -138,10 +134,7 @@ def point_sample_corner_keys_kernel(
     i = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mi = i < N * P
     n = i // P
-    x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _taps(coords, i, mi, H, W, ALIGN)
-    b, ok = _image(bidx, n, mi, B, HAS_BIDX)
-    vy0 = vy0 & ok
-    vy1 = vy1 & ok
+    x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0, b = _taps(coords, bidx, i, mi, n, B, H, W, ALIGN, HAS_BIDX)
     pix = b * H * W + iy0 * W + ix0
     e = 4 * i
     tl.store(keys + e, tl.where(vy0 & vx0, pix, sentinel), mask=mi)

@@ -10,6 +10,7 @@ import torch
 
 import pyops
 from pyops.reference import ada as ref
+from common import pick_impl
 
 # (device, preset, B, C, H, W): the spec's GPU cases, and a small CPU case
 CASES = [
@@ -32,12 +33,7 @@ def impls(device):
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(2))
 def bench_augment(measure, device, preset, B, C, H, W, pass_, impl):
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    candidates = impls(device)
-    if impl >= len(candidates):
-        pytest.skip("no such implementation on this device")
-    name, role, fn = candidates[impl]
+    name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(B, C, H, W, generator=gen) * 2 - 1).to(device)
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import pyops
 from pyops import reference
+from common import pick_impl
 
 # (device, B, H, n, d, k, dtype): the spec's GPU cases, and a small CPU case
 CASES = [
@@ -42,12 +43,7 @@ def impls(device):
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(5))
 def bench_linformer_attention(measure, device, B, H, n, d, k, dtype, proj, pass_, impl):
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    candidates = impls(device)
-    if impl >= len(candidates):
-        pytest.skip("no such implementation on this device")
-    name, role, fn = candidates[impl]
+    name, role, fn = pick_impl(device, impls(device), impl)
     if role == "exact" and pass_ == "fwd+bwd" and n > 16384:
         pytest.skip("exact attention forward+backward at this length takes seconds; forward shown")
     gen = torch.Generator().manual_seed(0)

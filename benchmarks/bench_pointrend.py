@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import pyops
 from pyops import reference
+from common import pick_impl
 
 # (device, N, C, H, W, P): the spec's GPU case, and a small CPU case
 CASES = [
@@ -36,12 +37,7 @@ def impls(device):
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(4))
 def bench_point_sample(measure, device, N, C, H, W, P, layout, pass_, impl):
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    candidates = impls(device)
-    if impl >= len(candidates):
-        pytest.skip("no such implementation on this device")
-    name, role, fn = candidates[impl]
+    name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(N, C, H, W, generator=gen).to(device)
     if layout == "channels_last":

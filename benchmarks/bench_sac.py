@@ -8,6 +8,7 @@ import torch
 import pyops
 from pyops import reference
 from pyops.sac import random_parameters
+from common import pick_impl
 
 # (device, dtype, N, C, H, W)
 CASES = [
@@ -33,12 +34,7 @@ def impls(device):
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(4))
 def bench_sac_conv2d(measure, device, dtype, N, C, H, W, pass_, impl):
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    candidates = impls(device)
-    if impl >= len(candidates):
-        pytest.skip("no such implementation on this device")
-    name, role, fn = candidates[impl]
+    name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(N, C, H, W, generator=gen).to(device=device, dtype=dtype, memory_format=torch.channels_last)
     params = random_parameters(C, C, 3, 1, True, dtype=dtype, device=device, generator=gen)

@@ -1,4 +1,5 @@
-"""Ratio table of a benchmark run: ``python benchmarks/summarize.py bench.json`` prints Markdown.
+"""Ratio table of a benchmark run: ``python benchmarks/summarize.py bench.json [more.json ...]``
+prints Markdown; ``--merge OUT.json`` also writes the runs' entries as one pytest-benchmark JSON.
 
 Used by benchmarks/conftest.py for the live summary too. Ratio = baseline median / this median,
 so > 1 means faster than the reference (``role`` "reference") or the alternative users run today
@@ -40,8 +41,17 @@ def markdown(rows, machine: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(path: str) -> None:
-    data = json.load(open(path))
+def main(argv: list[str]) -> None:
+    merge = None
+    if "--merge" in argv:
+        i = argv.index("--merge")
+        merge = argv[i + 1]
+        argv = argv[:i] + argv[i + 2 :]
+    runs = [json.load(open(path)) for path in argv]
+    data = dict(runs[0], benchmarks=[b for run in runs for b in run["benchmarks"]])
+    if merge:
+        with open(merge, "w") as f:
+            json.dump(data, f, indent=1)
     entries = [
         dict(group=b["group"], impl=b["extra_info"]["impl"], role=b["extra_info"]["role"], median=b["stats"]["median"])
         for b in data["benchmarks"]
@@ -50,4 +60,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

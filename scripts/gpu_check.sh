@@ -5,6 +5,11 @@
 # benchmarks/results/latest); commit bench.json and summary.md under benchmarks/results/<card>/.
 #
 #   PYTHON=/opt/torch/.venv/bin/python scripts/gpu_check.sh
+#
+# Every step has a time limit (GPU time is scarce), so one slow step cannot eat the others.
+# TESTS picks the tests (default: the GPU-marked ones; the CPU suite runs in CI), BENCH the
+# benchmark files (one pytest run, limit and JSON each, merged into bench.json at the end), e.g.
+# TESTS="tests/test_sac.py -m gpu" BENCH=benchmarks/bench_sac.py. At most 8 files land in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -12,11 +17,16 @@ OUT="${OUT:-benchmarks/results/latest}"
 mkdir -p "$OUT"
 export MAX_JOBS="${MAX_JOBS:-16}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" PYTHONUNBUFFERED=1
 
+TESTS="${TESTS:-tests -m gpu}"
+BENCH="${BENCH:-$(ls benchmarks/bench_*.py)}"
+XDIST=()
+if "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
+
 failed=()
-step() {
-  local name=$1; shift
+step() {  # step NAME SECONDS CMD...
+  local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  if "$@" >"$OUT/$name.log" 2>&1; then
+  if timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; then
     echo "== $name: ok ($((SECONDS - t0)) s)"
   else
     echo "== $name: FAILED ($((SECONDS - t0)) s), last lines of $name.log:"
@@ -25,17 +35,27 @@ step() {
   fi
 }
 
-step build "$PY" -m pip install --no-build-isolation --no-deps -e .
-step selfcheck "$PY" -m pyops
-step tests "$PY" -m pytest tests -q -p no:cacheprovider -o addopts="-ra"
-step sanitize compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
-step bench "$PY" -m pytest benchmarks -q -p no:cacheprovider --benchmark-json "$OUT/bench.json"
-if [ -f "$OUT/bench.json" ]; then
-  "$PY" benchmarks/summarize.py "$OUT/bench.json" >"$OUT/summary.md"
+nvidia-smi -L
+step build 300 "$PY" -m pip install --no-build-isolation --no-deps -e .
+step selfcheck 60 "$PY" -m pyops
+# shellcheck disable=SC2086  # TESTS and BENCH are word lists
+step tests "${TESTS_LIMIT:-180}" "$PY" -m pytest $TESTS -q -p no:cacheprovider "${XDIST[@]}" -o addopts="-ra"
+runs=()
+for f in $BENCH; do
+  name=$(basename "$f" .py)
+  rm -f "/tmp/$name.json"
+  step "$name" "${BENCH_LIMIT:-90}" "$PY" -m pytest "$f" -q -p no:cacheprovider --benchmark-json "/tmp/$name.json"
+  cat "$OUT/$name.log" >>"$OUT/bench.log" && rm "$OUT/$name.log"
+  if [ -f "/tmp/$name.json" ]; then runs+=("/tmp/$name.json"); fi
+done
+step sanitize "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
+if [ ${#runs[@]} -gt 0 ]; then
+  "$PY" benchmarks/summarize.py "${runs[@]}" --merge "$OUT/bench.json" >"$OUT/summary.md"
 fi
 
 echo
 cat "$OUT/selfcheck.log" 2>/dev/null | tail -n 12
+grep -E "^(FAILED|ERROR) " "$OUT/tests.log"
 grep -E "passed|failed" "$OUT/tests.log" | tail -n 1
 grep -E "ERROR SUMMARY" "$OUT/sanitize.log"
 cat "$OUT/summary.md" 2>/dev/null

@@ -40,6 +40,7 @@ step build 300 "$PY" -m pip install --no-build-isolation --no-deps -e .
 step selfcheck 60 "$PY" -m pyops
 # shellcheck disable=SC2086  # TESTS and BENCH are word lists
 step tests "${TESTS_LIMIT:-180}" "$PY" -m pytest $TESTS -q -p no:cacheprovider "${XDIST[@]}" -o addopts="-ra"
+step sanitize "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
 runs=()
 for f in $BENCH; do
   name=$(basename "$f" .py)
@@ -48,7 +49,6 @@ for f in $BENCH; do
   cat "$OUT/$name.log" >>"$OUT/bench.log" && rm "$OUT/$name.log"
   if [ -f "/tmp/$name.json" ]; then runs+=("/tmp/$name.json"); fi
 done
-step sanitize "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
 if [ ${#runs[@]} -gt 0 ]; then
   "$PY" benchmarks/summarize.py "${runs[@]}" --merge "$OUT/bench.json" >"$OUT/summary.md"
 fi

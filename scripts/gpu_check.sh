@@ -48,10 +48,11 @@ for f in $BENCH; do
   step "$name" "${BENCH_LIMIT:-90}" "$PY" -m pytest "$f" -q -p no:cacheprovider --benchmark-json "/tmp/$name.json"
   cat "$OUT/$name.log" >>"$OUT/bench.log" && rm "$OUT/$name.log"
   if [ -f "/tmp/$name.json" ]; then runs+=("/tmp/$name.json"); fi
+  # merged after every file, so a run cut short still brings back what it measured
+  if [ ${#runs[@]} -gt 0 ]; then
+    "$PY" benchmarks/summarize.py "${runs[@]}" --merge "$OUT/bench.json" >"$OUT/summary.md"
+  fi
 done
-if [ ${#runs[@]} -gt 0 ]; then
-  "$PY" benchmarks/summarize.py "${runs[@]}" --merge "$OUT/bench.json" >"$OUT/summary.md"
-fi
 
 echo
 cat "$OUT/selfcheck.log" 2>/dev/null | tail -n 12

@@ -24,18 +24,18 @@ CASES = [
 
 def impls(device):
     out = [("reference", "reference", lambda x, prm: ref.augment(x, **prm))]
-    backends = ("cuda",) if device == "cuda" else ("cpu",)
+    backends = ("cuda", "triton") if device == "cuda" else ("cpu",)
     out += [(f"pyops-{b}", "pyops", lambda x, prm, b=b: pyops.ada.augment(x, **prm, backend=b)) for b in backends]
     return out
 
 
 @pytest.mark.parametrize("device,preset,B,C,H,W", CASES)
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", range(2))
+@pytest.mark.parametrize("impl", range(3))
 def bench_augment(measure, device, preset, B, C, H, W, pass_, impl):
     name, role, fn = pick_impl(device, impls(device), impl)
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(B, C, H, W, generator=gen) * 2 - 1).to(device)
+    gen = torch.Generator(device).manual_seed(0)  # drawn on the device: CPU draws of GPU-sized inputs take seconds
+    x = torch.rand(B, C, H, W, generator=gen, device=device) * 2 - 1
     torch.manual_seed(0)
     params = pyops.AugmentPipe.from_preset(preset, p=0.6).to(device).sample_params(x)
     group = f"ada {preset} {pass_} {device} B{B} {C}x{H}x{W} fp32 p=0.6"
@@ -43,5 +43,5 @@ def bench_augment(measure, device, preset, B, C, H, W, pass_, impl):
         measure(lambda: fn(x, params), group=group, impl=name, role=role, device=device)
         return
     x.requires_grad_()
-    g = torch.randn(B, C, H, W, generator=gen).to(device)
+    g = torch.randn(B, C, H, W, generator=gen, device=device)
     measure(lambda: torch.autograd.grad(fn(x, params), x, g), group=group, impl=name, role=role, device=device)

@@ -46,14 +46,14 @@ def bench_linformer_attention(measure, device, B, H, n, d, k, dtype, proj, pass_
     name, role, fn = pick_impl(device, impls(device), impl)
     if role == "exact" and pass_ == "fwd+bwd" and n > 16384:
         pytest.skip("exact attention forward+backward at this length takes seconds; forward shown")
-    gen = torch.Generator().manual_seed(0)
-    q, kk, v = (torch.randn(B, H, n, d, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
-    E = (torch.randn((H, n, k) if proj == "per_head" else (n, k), generator=gen) / n**0.5).to(device=device, dtype=dtype)
+    gen = torch.Generator(device).manual_seed(0)  # drawn on the device: CPU draws of GPU-sized inputs take seconds
+    q, kk, v = (torch.randn(B, H, n, d, generator=gen, device=device).to(dtype) for _ in range(3))
+    E = (torch.randn((H, n, k) if proj == "per_head" else (n, k), generator=gen, device=device) / n**0.5).to(dtype)
     group = f"linformer_attention {pass_} {device} B{B} H{H} n{n} d{d} k{k} {str(dtype).removeprefix('torch.')} E {proj}"
     if pass_ == "fwd":
         with torch.no_grad():
             measure(lambda: fn(q, kk, v, E), group=group, impl=name, role=role, device=device)
         return
     leaves = [t.requires_grad_() for t in (q, kk, v, E)]
-    g = torch.randn(B, H, n, d, generator=gen).to(device=device, dtype=dtype)
+    g = torch.randn(B, H, n, d, generator=gen, device=device).to(dtype)
     measure(lambda: torch.autograd.grad(fn(*leaves), leaves, g, allow_unused=True), group=group, impl=name, role=role, device=device)

@@ -112,13 +112,14 @@ def upsample_kernel(inp, up, uncertainty, R, h, w, s_r, s_h, s_w, BLOCK: tl.cons
     tl.store(uncertainty + i, -tl.abs(v.to(tl.float32)), mask=mi)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "W"])  # H or W = 1 must stay a runtime int (for .to below)
 def grid_points_kernel(idx, coords, total, H, W, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mi = i < total
     k = tl.load(idx + i, mask=mi, other=0)
-    w_step = 1.0 / W
-    h_step = 1.0 / H
+    # IEEE division (Triton's `/` is approximate on GPUs), so the centres equal the C++ kernels'
+    w_step = tl.math.div_rn(1.0, W.to(tl.float32))
+    h_step = tl.math.div_rn(1.0, H.to(tl.float32))
     tl.store(coords + 2 * i, w_step / 2.0 + (k % W).to(tl.float32) * w_step, mask=mi)
     tl.store(coords + 2 * i + 1, h_step / 2.0 + (k // W).to(tl.float32) * h_step, mask=mi)
 

@@ -47,7 +47,8 @@ for f in $BENCH; do
   rm -f "/tmp/$name.json"
   step "$name" "${BENCH_LIMIT:-90}" "$PY" -m pytest "$f" -q -p no:cacheprovider --benchmark-json "/tmp/$name.json"
   cat "$OUT/$name.log" >>"$OUT/bench.log" && rm "$OUT/$name.log"
-  if [ -f "/tmp/$name.json" ]; then runs+=("/tmp/$name.json"); fi
+  # a run cut short leaves an empty file behind
+  if "$PY" -c 'import json, sys; json.load(open(sys.argv[1]))' "/tmp/$name.json" 2>/dev/null; then runs+=("/tmp/$name.json"); fi
   # merged after every file, so a run cut short still brings back what it measured
   if [ ${#runs[@]} -gt 0 ]; then
     "$PY" benchmarks/summarize.py "${runs[@]}" --merge "$OUT/bench.json" >"$OUT/summary.md"

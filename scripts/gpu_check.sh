@@ -16,6 +16,8 @@ PY="${PYTHON:-python3}"
 OUT="${OUT:-benchmarks/results/latest}"
 mkdir -p "$OUT"
 export MAX_JOBS="${MAX_JOBS:-16}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" PYTHONUNBUFFERED=1
+# JAX would otherwise take 75% of the GPU in every test worker that imports it
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 TESTS="${TESTS:-tests -m gpu}"
 BENCH="${BENCH:-$(ls benchmarks/bench_*.py)}"

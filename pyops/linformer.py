@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pyops import _backend, _extension, _selfcheck
+from pyops._interop import accepts_arrays
 from pyops.reference import linformer as _ref
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -104,6 +105,7 @@ def _project(name: str, x: torch.Tensor, E: torch.Tensor, mask) -> torch.Tensor:
     return out.squeeze(1) if x.dim() == 3 and E.dim() == 2 else out
 
 
+@accepts_arrays
 def linformer_project(
     x: torch.Tensor,
     E: torch.Tensor,
@@ -141,6 +143,7 @@ def linformer_project(
     return _project(name, x, E, key_padding_mask)
 
 
+@accepts_arrays
 def linformer_attention(
     q: torch.Tensor,
     k: torch.Tensor,

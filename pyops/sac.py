@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pyops import _backend, _extension, _selfcheck
+from pyops._interop import accepts_arrays
 from pyops import reference as _ref
 from pyops.reference.sac import AWS_EPS
 
@@ -90,6 +91,7 @@ def _check_args(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight
             )
 
 
+@accepts_arrays
 def sac_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,

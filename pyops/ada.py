@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from pyops import _backend, _extension, _selfcheck
+from pyops import _backend, _extension, _scripting, _selfcheck
 from pyops._interop import accepts_arrays
 from pyops.reference import ada as _ref
 
@@ -433,6 +433,11 @@ class AugmentPipe(torch.nn.Module):
             centre = rand(B, 2)
             out["cutout_boxes"] = torch.stack([centre[:, 0], centre[:, 1], size, size], dim=1)
         return out
+
+    def __prepare_scriptable__(self):
+        """Called by ``torch.jit.script`` (also on submodules): refuse with the reason and the
+        alternatives, instead of TorchScript's compiler error."""
+        raise NotImplementedError(_scripting.AUGMENT_PIPE_ERROR)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images("AugmentPipe", images)

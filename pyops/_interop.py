@@ -44,7 +44,9 @@ def _is_foreign_array(x: Any) -> bool:
 
 def _is_unsupported_array(x: Any) -> bool:
     """An array-like (NumPy protocol, CUDA array interface) that cannot be imported via DLPack."""
-    if isinstance(x, (torch.Tensor, numbers.Number, str, bytes)) or hasattr(x, "__dlpack__"):
+    if x is None or isinstance(x, (torch.Tensor, bool, int, float, str, bytes, list, tuple, dict)):
+        return False
+    if isinstance(x, numbers.Number) or hasattr(x, "__dlpack__"):  # e.g. NumPy scalars
         return False
     return any(hasattr(x, attr) for attr in _ARRAY_LIKE_ATTRS)
 

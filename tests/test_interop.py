@@ -296,6 +296,22 @@ def test_torchscript_sac_matches_eager(geometry, tmp_path):
     torch.testing.assert_close(grad, want)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_torchscript_on_cuda_matches_eager(backend):
+    torch.manual_seed(4)
+    layer = pyops.LinformerSelfAttention(64, seq_len=40, k=16, heads=4, backend=backend).cuda().eval()
+    x = torch.randn(2, 37, 64, device="cuda")
+    torch.testing.assert_close(_script(layer)(x), layer(x), rtol=0, atol=0)
+    conv = pyops.SAConv2d(8, 16, 3, padding=1, backend=backend).cuda()
+    with torch.no_grad():
+        conv.switch.weight.normal_(std=0.3)
+        conv.weight_diff.normal_(std=0.1)
+    x = torch.randn(2, 8, 20, 24, device="cuda")
+    torch.testing.assert_close(_script(conv)(x), conv(x), rtol=0, atol=0)
+
+
 def test_torchscript_augment_pipe_gets_a_clear_error():
     message = r"AugmentPipe cannot be compiled with torch\.jit\.script: .*Use torch\.compile"
     with pytest.raises(NotImplementedError, match=message):

@@ -4,6 +4,10 @@ DetectoRS (switchable atrous convolution) and StyleGAN2-ADA.
 Every op takes ``backend=`` (``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"``; ``None``
 chooses by device); :func:`set_backend` and :func:`use_backend` choose for every call.
 ``python -m pyops`` prints the build and checks every op against its reference.
+
+The functional ops also take NumPy, CuPy, JAX or any other DLPack arrays and return the caller's
+array type, zero-copy (:mod:`pyops._interop`); ``torch.jit.script`` works for
+:class:`LinformerSelfAttention` and :class:`SAConv2d` (:mod:`pyops._scripting`).
 """
 
 import torch  # noqa: F401  (libtorch must be loaded before the extension)

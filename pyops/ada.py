@@ -25,7 +25,8 @@ import math
 
 import torch
 
-from pyops import _backend, _extension, _selfcheck
+from pyops import _backend, _extension, _scripting, _selfcheck
+from pyops._interop import accepts_arrays
 from pyops.reference import ada as _ref
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -67,6 +68,7 @@ def _check_param(fn: str, name: str, t, shape: tuple, images: torch.Tensor) -> N
 # ---- functional API ---------------------------------------------------------------------------
 
 
+@accepts_arrays
 def geometric_color(
     images: torch.Tensor,
     G_inv: torch.Tensor | None = None,
@@ -108,6 +110,7 @@ def geometric_color(
     return op(images, G_inv, C)
 
 
+@accepts_arrays
 def filter_noise_cutout(
     images: torch.Tensor,
     filters: torch.Tensor | None = None,
@@ -159,6 +162,7 @@ def filter_noise_cutout(
     return op(images, filters, sigma, noise, boxes)
 
 
+@accepts_arrays
 def augment(
     images: torch.Tensor,
     *,
@@ -430,6 +434,11 @@ class AugmentPipe(torch.nn.Module):
             out["cutout_boxes"] = torch.stack([centre[:, 0], centre[:, 1], size, size], dim=1)
         return out
 
+    def __prepare_scriptable__(self):
+        """Called by ``torch.jit.script`` (also on submodules): refuse with the reason and the
+        alternatives, instead of TorchScript's compiler error."""
+        raise NotImplementedError(_scripting.AUGMENT_PIPE_ERROR)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images("AugmentPipe", images)
         return augment(images, **self.sample_params(images), backend=self.backend)
@@ -499,6 +508,7 @@ class AdaController:
         p.copy_(new_p.to(p.device, p.dtype))
 
 
+@accepts_arrays
 def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated: torch.Tensor) -> torch.Tensor:
     """The validation overfitting heuristic r_v = (E[D_train] - E[D_validation]) /
     (E[D_train] - E[D_generated]): 0 without overfitting, 1 when validation images look as fake

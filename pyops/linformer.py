@@ -17,7 +17,8 @@ import math
 import torch
 from torch import nn
 
-from pyops import _backend, _extension, _selfcheck
+from pyops import _backend, _extension, _scripting, _selfcheck
+from pyops._interop import accepts_arrays
 from pyops.reference import linformer as _ref
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -104,6 +105,7 @@ def _project(name: str, x: torch.Tensor, E: torch.Tensor, mask) -> torch.Tensor:
     return out.squeeze(1) if x.dim() == 3 and E.dim() == 2 else out
 
 
+@accepts_arrays
 def linformer_project(
     x: torch.Tensor,
     E: torch.Tensor,
@@ -141,6 +143,7 @@ def linformer_project(
     return _project(name, x, E, key_padding_mask)
 
 
+@accepts_arrays
 def linformer_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -320,6 +323,8 @@ class LinformerSelfAttention(nn.Module):
             self.F = nn.Parameter(init_projection(torch.empty(shape))) if separate_f else None
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
+            return self._forward_scripted(x, key_padding_mask)
         if x.dim() != 3:
             raise ValueError(f"LinformerSelfAttention: x must be (B, n, dim), got shape {tuple(x.shape)}")
         B, n, _ = x.shape
@@ -332,6 +337,25 @@ class LinformerSelfAttention(nn.Module):
         out = linformer_attention(
             q, k, v, E, self.F, key_padding_mask=key_padding_mask,
             dropout_p=self.dropout if self.training else 0.0, backend=self.backend,
+        )
+        return self.to_out(out.transpose(1, 2).reshape(B, n, self.heads * self.dim_head))
+
+    def _forward_scripted(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`forward` under ``torch.jit.script``: the same projections and operators."""
+        if x.dim() != 3:
+            raise ValueError("LinformerSelfAttention: x must be (B, n, dim)")
+        B, n = x.shape[0], x.shape[1]
+        if n > self.seq_len:
+            raise ValueError("LinformerSelfAttention: the sequence is longer than seq_len")
+        q = self.to_q(x).view(B, n, self.heads, self.dim_head).transpose(1, 2)
+        k = self.to_k(x).view(B, n, self.kv_heads, self.dim_head).transpose(1, 2)
+        v = self.to_v(x).view(B, n, self.kv_heads, self.dim_head).transpose(1, 2)
+        E = self.E
+        if E is None:  # sharing="layerwise"
+            E = self.shared_E if hasattr(self, "shared_E") else None
+        assert E is not None
+        out = _scripting.linformer_attention(
+            q, k, v, E, self.F, key_padding_mask, self.dropout if self.training else 0.0, self.backend
         )
         return self.to_out(out.transpose(1, 2).reshape(B, n, self.heads * self.dim_head))
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pyops import _backend, _extension, _selfcheck
+from pyops import _backend, _extension, _scripting, _selfcheck
+from pyops._interop import accepts_arrays
 from pyops import reference as _ref
 from pyops.reference.sac import AWS_EPS
 
@@ -90,6 +91,7 @@ def _check_args(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight
             )
 
 
+@accepts_arrays
 def sac_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -193,6 +195,12 @@ class SAConv2d(nn.Conv2d):
             conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
+            return _scripting.sac_conv2d(
+                x, self.weight, self.weight_gamma, self.weight_beta, self.weight_diff, self.switch.weight,
+                self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
+                self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
+                [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend)
         params = [
             self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
             self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,

@@ -73,13 +73,16 @@ def _to_torch(op: str, name: str, x: Any) -> Any:
             f"arrays zero-copy and torch cannot mark the alias read-only, so read-only arrays are refused. "
             f"Pass a writable copy, e.g. {name.split('[')[0]}.copy()"
         )
+    fix = "pass a strided array with non-negative strides and a numeric dtype, e.g. a contiguous copy"
+    strides = getattr(x, "strides", None)
+    if isinstance(strides, tuple) and any(isinstance(s, int) and s < 0 for s in strides):
+        # checked here: torch 2.11's from_dlpack aborts the process on negative strides
+        raise TypeError(f"pyops.{op}: cannot take {name}, a {_describe(x)}, zero-copy through DLPack "
+                        f"(negative strides {strides}); {fix}")
     try:
         return torch.from_dlpack(x)
     except (BufferError, RuntimeError, TypeError, ValueError, AssertionError) as exc:
-        raise TypeError(
-            f"pyops.{op}: cannot take {name}, a {_describe(x)}, zero-copy through DLPack ({exc}); "
-            f"pass a strided array with non-negative strides and a numeric dtype, e.g. a contiguous copy"
-        ) from exc
+        raise TypeError(f"pyops.{op}: cannot take {name}, a {_describe(x)}, zero-copy through DLPack ({exc}); {fix}") from exc
 
 
 def _from_dlpack_of(kind: type) -> Callable[[torch.Tensor], Any]:

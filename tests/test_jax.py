@@ -4,6 +4,9 @@ JAX CUDA device and a CUDA build of pyops."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -265,3 +268,11 @@ def test_kernel_error_reaches_python():
     bad = jax.ffi.ffi_call("pyops_point_sample", jax.ShapeDtypeStruct((2, 3, 5), jnp.float32))
     with pytest.raises(Exception, match="point_coords must have shape"):
         jax.block_until_ready(bad(jnp.zeros((2, 3, 4, 4)), jnp.zeros((3, 5, 2)), align_corners=np.bool_(False)))
+
+
+def test_import_error_names_the_missing_binding(monkeypatch):
+    """A pyops built without jax: `import pyops.jax` says how to get the binding."""
+    monkeypatch.setitem(sys.modules, "pyops._jax_ffi", None)  # makes `from pyops import _jax_ffi` fail
+    monkeypatch.delitem(sys.modules, "pyops.jax")
+    with pytest.raises(ImportError, match="built without its JAX binding.*rebuild"):
+        importlib.import_module("pyops.jax")

@@ -25,9 +25,10 @@ std::tuple<at::Tensor, at::Tensor> attend_cuda(const at::Tensor& q_, const at::T
   PYOPS_DISPATCH_FLOATS(q.scalar_type(), "linformer_attend_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const auto a = make_params<T>(d, scale, dropout_p, seed);
-    C10_CUDA_CHECK(launch_attend_forward<scalar_t, T>(
+    const cudaError_t err = launch_attend_forward<scalar_t, T>(
         a, q.const_data_ptr<scalar_t>(), kp.const_data_ptr<scalar_t>(), vp.const_data_ptr<scalar_t>(),
-        out.mutable_data_ptr<scalar_t>(), lse.mutable_data_ptr<T>(), B * H, n, k, stream));
+        out.mutable_data_ptr<scalar_t>(), lse.mutable_data_ptr<T>(), B * H, n, k, stream);
+    C10_CUDA_CHECK(err);
   });
   return {out, lse};
 }

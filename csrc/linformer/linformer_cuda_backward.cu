@@ -33,11 +33,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attend_backward_cuda(
   PYOPS_DISPATCH_FLOATS(q.scalar_type(), "linformer_attend_backward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const auto a = make_params<T>(d, scale, dropout_p, seed);
-    C10_CUDA_CHECK(launch_attend_backward<scalar_t, T>(
+    const cudaError_t err = launch_attend_backward<scalar_t, T>(
         a, grad.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(), kp.const_data_ptr<scalar_t>(),
         vp.const_data_ptr<scalar_t>(), lse.const_data_ptr<T>(), delta.const_data_ptr<T>(),
         dq.mutable_data_ptr<scalar_t>(), part_k.mutable_data_ptr<T>(), part_v.mutable_data_ptr<T>(), BH, n, k,
-        splits, stream));
+        splits, stream);
+    C10_CUDA_CHECK(err);
   });
   const auto dtype = q.scalar_type();
   return {dq, part_k.sum(0).to(dtype), part_v.sum(0).to(dtype)};

@@ -31,8 +31,8 @@ step build "$PY" -m pip install --no-build-isolation --no-deps -v -e .
 step jax_tests "$PY" -m pytest tests/test_jax.py -q -p no:cacheprovider -rs
 step torch_gpu_tests "$PY" -m pytest tests/test_pointrend.py tests/test_linformer.py tests/test_ada.py -q -m gpu \
   -p no:cacheprovider -x
-step sanitize_torch timeout 240 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
-step sanitize_jax timeout 240 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_jax.py
+step sanitize_jax timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_jax.py
+step sanitize_torch timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
 
 echo
 head -n 3 "$OUT/versions.log"

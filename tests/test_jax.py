@@ -273,6 +273,7 @@ def test_kernel_error_reaches_python():
 def test_import_error_names_the_missing_binding(monkeypatch):
     """A pyops built without jax: `import pyops.jax` says how to get the binding."""
     monkeypatch.setitem(sys.modules, "pyops._jax_ffi", None)  # makes `from pyops import _jax_ffi` fail
+    monkeypatch.delattr(pyops, "_jax_ffi")
     monkeypatch.delitem(sys.modules, "pyops.jax")
     with pytest.raises(ImportError, match="built without its JAX binding.*rebuild"):
         importlib.import_module("pyops.jax")

@@ -277,3 +277,16 @@ def test_import_error_names_the_missing_binding(monkeypatch):
     monkeypatch.delitem(sys.modules, "pyops.jax")
     with pytest.raises(ImportError, match="built without its JAX binding.*rebuild"):
         importlib.import_module("pyops.jax")
+
+
+def test_readme_example_runs():
+    """The README's JAX example runs as written (on the default JAX device)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"### JAX.*?```python\n(.*?)```", readme, re.S)
+    assert block, "README.md has no ```python block under '### JAX'"
+    scope: dict = {}
+    exec(block.group(1), scope)
+    assert scope["points"].shape == (2, 64, 196) and scope["out"].shape == (2, 4, 512, 64)

@@ -1,5 +1,7 @@
 """Builds pyops._C: the C++ CPU kernels always, the CUDA kernels when a CUDA toolkit is found
-(or FORCE_CUDA=1). Environment:
+(or FORCE_CUDA=1). When jax is importable at build time it also builds pyops._jax_ffi, the
+XLA FFI handlers of pyops.jax (plain C++/CUDA on the same kernels, no libtorch; CUDA handlers
+when the CUDA sources are built); without jax that module is skipped. Environment:
 
     FORCE_CUDA=1            compile the CUDA sources even when no GPU is visible
     TORCH_CUDA_ARCH_LIST    GPUs to compile for (default without a visible GPU: 8.0;9.0+PTX)
@@ -44,8 +46,13 @@ def nvidia_include_dirs() -> list[str]:
     return sorted(str(p) for p in site.glob("nvidia/cu*/include") if p.is_dir())
 
 
+def torch_sources(pattern: str) -> list[str]:
+    """Sources of pyops._C: everything under csrc/ but the JAX binding (csrc/jax/)."""
+    return sorted(p for p in glob.glob(f"csrc/**/{pattern}", recursive=True) if not p.startswith("csrc/jax/"))
+
+
 def extension():
-    sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    sources = torch_sources("*.cpp")
     cxx = ["-O3", "-fopenmp"]
     kwargs = dict(extra_link_args=["-fopenmp"])
     # py_limited_api: the module uses only the stable Python C API and does not link
@@ -58,7 +65,7 @@ def extension():
 
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
-    sources += sorted(glob.glob("csrc/**/*.cu", recursive=True))
+    sources += torch_sources("*.cu")
     nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-DPYOPS_WITH_CUDA"]
     return CUDAExtension(
         "pyops._C",
@@ -69,8 +76,44 @@ def extension():
     )
 
 
+def jax_include_dir() -> str | None:
+    """The XLA FFI headers of the installed jax, or None when jax is not importable."""
+    try:
+        import jax.ffi
+    except Exception:  # no jax (or a broken one): build pyops without the JAX binding
+        return None
+    return jax.ffi.include_dir()
+
+
+def jax_extension():
+    """pyops._jax_ffi: XLA FFI handlers on the kernels' shared headers; links no libtorch (CUDA:
+    the static CUDA runtime only). Built only when jax is installed at build time."""
+    include = jax_include_dir()
+    if include is None:
+        print("pyops: jax is not installed; skipping the JAX binding (pyops._jax_ffi)")
+        return None
+    from setuptools import Extension
+
+    sources = ["csrc/jax/module.cpp", "csrc/jax/jax_cpu.cpp"]
+    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden"]
+    kwargs = dict(include_dirs=[include], py_limited_api=True)
+    if not cuda_wanted():
+        return Extension("pyops._jax_ffi", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+    sources.append("csrc/jax/jax_cuda.cu")
+    nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", "-DPYOPS_WITH_CUDA"]
+    return Extension(
+        "pyops._jax_ffi",
+        sources,
+        extra_compile_args={"cxx": cxx + ["-DPYOPS_WITH_CUDA"], "nvcc": nvcc},
+        include_dirs=kwargs["include_dirs"] + [str(Path(CUDA_HOME, "include"))],
+        library_dirs=[str(Path(CUDA_HOME, "lib64"))],
+        libraries=["cudart_static", "dl", "rt", "pthread"],
+        py_limited_api=True,
+    )
+
+
 setup(
-    ext_modules=[extension()],
+    ext_modules=[e for e in (extension(), jax_extension()) if e is not None],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -43,6 +43,9 @@ step selfcheck 60 "$PY" -m pyops
 # shellcheck disable=SC2086  # TESTS and BENCH are word lists
 step tests "${TESTS_LIMIT:-180}" "$PY" -m pytest $TESTS -q -p no:cacheprovider "${XDIST[@]}" -o addopts="-ra"
 step sanitize "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_cases.py
+if "$PY" -c "import pyops.jax" 2>/dev/null; then
+  step sanitize_jax "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_jax.py
+fi
 runs=()
 for f in $BENCH; do
   name=$(basename "$f" .py)
@@ -61,7 +64,7 @@ echo
 cat "$OUT/selfcheck.log" 2>/dev/null | tail -n 12
 grep -E "^(FAILED|ERROR) " "$OUT/tests.log"
 grep -E "passed|failed" "$OUT/tests.log" | tail -n 1
-grep -E "ERROR SUMMARY" "$OUT/sanitize.log"
+grep -E "ERROR SUMMARY" "$OUT"/sanitize*.log
 cat "$OUT/summary.md" 2>/dev/null
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED steps: ${failed[*]}"

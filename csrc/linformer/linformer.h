@@ -98,6 +98,19 @@ struct AttendParams {
   Dropout drop;
 };
 
+// Parameters of one call from the op's arguments (host only).
+template <typename T>
+inline AttendParams<T> make_attend_params(int64_t d, double scale, double dropout_p, int64_t seed) {
+  AttendParams<T> a;
+  a.d = d;
+  a.scale = static_cast<T>(scale);
+  a.keep_scale = dropout_p < 1.0 ? static_cast<T>(1.0 / (1.0 - dropout_p)) : T(0);
+  a.drop.enabled = dropout_p > 0.0;
+  a.drop.seed = static_cast<uint32_t>(static_cast<uint64_t>(seed));
+  a.drop.threshold = static_cast<uint32_t>(std::llround(dropout_p * 16777216.0));
+  return a;
+}
+
 // ---- forward ------------------------------------------------------------------------------
 // Running state of one query row: max score m, normalizer l (sum of exp(s - m) over the keys
 // seen, dropout not applied) and the unnormalized output acc (dropout applied). Adds the keys

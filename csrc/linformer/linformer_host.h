@@ -89,14 +89,7 @@ inline void check_attend_grad(const at::Tensor& grad, const at::Tensor& q, const
 
 template <typename T>
 AttendParams<T> make_params(int64_t d, double scale, double dropout_p, int64_t seed) {
-  AttendParams<T> a;
-  a.d = d;
-  a.scale = static_cast<T>(scale);
-  a.keep_scale = dropout_p < 1.0 ? static_cast<T>(1.0 / (1.0 - dropout_p)) : T(0);
-  a.drop.enabled = dropout_p > 0.0;
-  a.drop.seed = static_cast<uint32_t>(static_cast<uint64_t>(seed));
-  a.drop.threshold = static_cast<uint32_t>(std::llround(dropout_p * 16777216.0));
-  return a;
+  return make_attend_params<T>(d, scale, dropout_p, seed);
 }
 
 // The projection and its gradients are GEMMs; both the CPU and the CUDA registrations run

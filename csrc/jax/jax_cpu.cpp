@@ -1,0 +1,344 @@
+// CPU handlers of the pyops.jax XLA FFI targets (float32). The per-point / per-row / per-pixel
+// math is the code the torch CPU and CUDA kernels run (point_sample.h, linformer.h, ada.h);
+// these handlers only loop over it on one thread (XLA's CPU client runs independent ops in
+// parallel itself).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "../ada/ada.h"
+#include "../linformer/linformer.h"
+#include "../pointrend/point_sample.h"
+#include "checks.h"
+#include "ffi_common.h"
+#include "targets.h"
+
+namespace pyops {
+namespace jaxffi {
+namespace {
+
+using pointrend::BilinearTaps;
+using pointrend::PointValues;
+using pointrend::SampleArgs;
+
+SampleArgs<float, float> sample_args(const F32& input, const F32& coords, bool align_corners) {
+  SampleArgs<float, float> a;
+  a.input = input.typed_data();
+  a.B = dim(input, 0);
+  a.C = dim(input, 1);
+  a.H = dim(input, 2);
+  a.W = dim(input, 3);
+  a.in_sN = a.C * a.H * a.W;
+  a.in_sC = a.H * a.W;
+  a.in_sH = a.W;
+  a.in_sW = 1;
+  a.coords = coords.typed_data();
+  a.N = dim(coords, 0);
+  a.P = dim(coords, 1);
+  a.batch_index = nullptr;
+  a.align_corners = align_corners;
+  return a;
+}
+
+template <typename ptr_t>
+PointValues<ptr_t> dense_points(ptr_t data, int64_t C, int64_t P) {
+  return PointValues<ptr_t>{data, C * P, P, 1};
+}
+
+// ---- point_sample ---------------------------------------------------------------------------
+
+ffi::Error point_sample_cpu(F32 input, F32 coords, F32Out out, bool align_corners) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_point_sample(input, coords));
+  const auto a = sample_args(input, coords, align_corners);
+  const auto o = dense_points(out->typed_data(), a.C, a.P);
+  for (int64_t n = 0; n < a.N; ++n)
+    for (int64_t p = 0; p < a.P; ++p) pointrend::sample_point(a, o, n, p, int64_t(0), a.C, int64_t(1));
+  return ffi::Error::Success();
+}
+
+ffi::Error point_sample_backward_coords_cpu(F32 grad, F32 input, F32 coords, F32Out grad_coords,
+                                            bool align_corners) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_point_grad(grad, input, coords));
+  const auto a = sample_args(input, coords, align_corners);
+  const auto g = dense_points<const float*>(grad.typed_data(), a.C, a.P);
+  float* gc = grad_coords->typed_data();
+  for (int64_t i = 0; i < a.N * a.P; ++i) {
+    const int64_t n = i / a.P, p = i % a.P;
+    const BilinearTaps<float> t = a.taps(n, p);
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    pointrend::corner_dots(a, t, g, n, p, int64_t(0), a.C, int64_t(1), d);
+    pointrend::coords_grad(a, t, d, gc + 2 * i, gc + 2 * i + 1);
+  }
+  return ffi::Error::Success();
+}
+
+// The deterministic gather of point_sample.h: corner keys, a stable sort, one writer per pixel.
+ffi::Error point_sample_backward_input_cpu(F32 grad, F32 input, F32 coords, F32Out grad_input,
+                                           bool align_corners) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_point_grad(grad, input, coords));
+  const auto a = sample_args(input, coords, align_corners);
+  const auto g = dense_points<const float*>(grad.typed_data(), a.C, a.P);
+  float* gi = grad_input->typed_data();
+  std::fill(gi, gi + a.B * a.C * a.H * a.W, 0.f);
+  const int64_t M = 4 * a.N * a.P;
+  if (M == 0 || a.C == 0) return ffi::Error::Success();
+  std::vector<int64_t> keys(M), order(M), sorted(M);
+  std::vector<float> weights(M);
+  for (int64_t i = 0; i < a.N * a.P; ++i) pointrend::corner_keys(a, i / a.P, i % a.P, keys.data(), weights.data());
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](int64_t l, int64_t r) { return keys[l] < keys[r]; });
+  for (int64_t i = 0; i < M; ++i) sorted[i] = keys[order[i]];
+  const int64_t sentinel = a.B * a.H * a.W;
+  for (int64_t i = 0; i < M; ++i) {
+    if (!pointrend::segment_start(sorted.data(), i, sentinel)) continue;
+    pointrend::reduce_segment(a, g, sorted.data(), order.data(), weights.data(), M, i, gi, a.C * a.H * a.W,
+                              a.H * a.W, a.W, int64_t(1), int64_t(0), a.C, int64_t(1));
+  }
+  return ffi::Error::Success();
+}
+
+// ---- linformer attention ----------------------------------------------------------------------
+
+constexpr int64_t kKeyTile = 64;
+
+ffi::Error attend_cpu(F32 q, F32 kp, F32 vp, F32Out out, F32Out lse, double scale, double dropout_p,
+                      int64_t seed) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_attend(q, kp, vp));
+  const int64_t BH = dim(q, 0) * dim(q, 1), n = dim(q, 2), d = dim(q, 3), k = dim(kp, 2);
+  const auto a = linformer::make_attend_params<float>(d, scale, dropout_p, seed);
+  const float *qs = q.typed_data(), *ks = kp.typed_data(), *vs = vp.typed_data();
+  float *os = out->typed_data(), *ls = lse->typed_data();
+  std::vector<float> acc(d);
+  for (int64_t i = 0; i < BH * n; ++i) {
+    const int64_t bh = i / n;
+    std::fill(acc.begin(), acc.end(), 0.f);
+    float m = -INFINITY, l = 0.f;
+    for (int64_t j0 = 0; j0 < k; j0 += kKeyTile) {
+      const int64_t cnt = std::min(kKeyTile, k - j0);
+      linformer::forward_tile<float, 0>(a, qs + i * d, acc.data(), m, l, ks + (bh * k + j0) * d,
+                                        vs + (bh * k + j0) * d, d, cnt, j0, static_cast<uint64_t>(i));
+    }
+    for (int64_t c = 0; c < d; ++c) os[i * d + c] = acc[c] / l;
+    ls[i] = linformer::finish_row(m, l);
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error attend_backward_cpu(F32 grad, F32 q, F32 kp, F32 vp, F32 lse, F32 delta, F32Out dq, F32Out dk,
+                               F32Out dv, double scale, double dropout_p, int64_t seed) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_attend_grad(grad, q, kp, vp, lse, delta));
+  const int64_t BH = dim(q, 0) * dim(q, 1), n = dim(q, 2), d = dim(q, 3), k = dim(kp, 2);
+  const auto a = linformer::make_attend_params<float>(d, scale, dropout_p, seed);
+  const float *qs = q.typed_data(), *ks = kp.typed_data(), *vs = vp.typed_data(), *gs = grad.typed_data();
+  const float *ls = lse.typed_data(), *ds = delta.typed_data();
+  float *dqs = dq->typed_data(), *dks = dk->typed_data(), *dvs = dv->typed_data();
+  std::fill(dqs, dqs + BH * n * d, 0.f);
+  std::fill(dks, dks + BH * k * d, 0.f);
+  std::fill(dvs, dvs + BH * k * d, 0.f);
+  for (int64_t i = 0; i < BH * n; ++i) {
+    const int64_t bh = i / n;
+    float* dqi = dqs + i * d;
+    linformer::dq_tile<float, 0>(a, qs + i * d, gs + i * d, dqi, ls[i], ds[i], ks + bh * k * d, vs + bh * k * d, d,
+                                 k, 0, static_cast<uint64_t>(i));
+    for (int64_t c = 0; c < d; ++c) dqi[c] *= a.scale;
+  }
+  for (int64_t t = 0; t < BH * k; ++t) {
+    const int64_t bh = t / k, j = t % k;
+    float* dkj = dks + t * d;
+    linformer::dkv_rows<float, 0>(a, ks + t * d, vs + t * d, dkj, dvs + t * d, qs + bh * n * d, gs + bh * n * d,
+                                  ls + bh * n, ds + bh * n, d, n, static_cast<uint64_t>(bh * n), j);
+    for (int64_t c = 0; c < d; ++c) dkj[c] *= a.scale;
+  }
+  return ffi::Error::Success();
+}
+
+// ---- ADA --------------------------------------------------------------------------------------
+
+ffi::Error geom_color_cpu(F32 images, F32 G, F32 Cm, F32Out out, bool has_g, bool has_c) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_geom_color(images, G, Cm, has_g, has_c));
+  const int64_t B = dim(images, 0), C = dim(images, 1), H = dim(images, 2), W = dim(images, 3);
+  const auto x = dense_image<const float>(images.typed_data(), B, C, H, W);
+  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
+  const float* g = if_used<float>(G, has_g);
+  const float* c = if_used<float>(Cm, has_c);
+  if (!g) {
+    for (int64_t b = 0; b < B; ++b) {
+      const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t xx = 0; xx < W; ++xx) {
+          float v[ada::kMaxChannels];
+          for (int64_t ch = 0; ch < C; ++ch) v[ch] = x.data[x.at(b, ch, y, xx)];
+          if (c) ada::apply_color(k, C, v, true);
+          for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, y, xx)] = v[ch];
+        }
+    }
+    return ffi::Error::Success();
+  }
+  const ada::Margin m = ada::batch_margin(g, B, H, W);
+  const int64_t tiles_y = (H + ada::kTile - 1) / ada::kTile, tiles_x = (W + ada::kTile - 1) / ada::kTile;
+  std::vector<float> tile(ada::kMaxChannels * ada::kGridTileSize);
+  for (int64_t t = 0; t < B * tiles_y * tiles_x; ++t) {
+    const int64_t b = t / (tiles_y * tiles_x);
+    const int64_t oy0 = ((t / tiles_x) % tiles_y) * ada::kTile, ox0 = (t % tiles_x) * ada::kTile;
+    const ada::UpMap<float> u = ada::make_upmap(g + 9 * b, m, H, W);
+    const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
+    for (int j = 0; j < ada::kGridTileSize; ++j) ada::tile_grid_sample(x, u, b, oy0, ox0, j, tile.data());
+    for (int ty = 0; ty < ada::kTile && oy0 + ty < H; ++ty)
+      for (int tx = 0; tx < ada::kTile && ox0 + tx < W; ++tx) {
+        float v[ada::kMaxChannels];
+        ada::tile_output(tile.data(), C, ty, tx, v);
+        if (c) ada::apply_color(k, C, v, true);
+        for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, oy0 + ty, ox0 + tx)] = v[ch];
+      }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error geom_color_backward_cpu(F32 grad, F32 G, F32 Cm, F32Out out, bool has_g, bool has_c) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_geom_color(grad, G, Cm, has_g, has_c));
+  const int64_t B = dim(grad, 0), C = dim(grad, 1), H = dim(grad, 2), W = dim(grad, 3);
+  const auto gy = dense_image<const float>(grad.typed_data(), B, C, H, W);
+  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
+  const float* g = if_used<float>(G, has_g);
+  const float* c = if_used<float>(Cm, has_c);
+  if (!g) {
+    for (int64_t b = 0; b < B; ++b) {
+      const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t xx = 0; xx < W; ++xx) {
+          float v[ada::kMaxChannels];
+          for (int64_t ch = 0; ch < C; ++ch) v[ch] = gy.data[gy.at(b, ch, y, xx)];
+          if (c) ada::apply_color_t(k, C, v);
+          for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, y, xx)] = v[ch];
+        }
+    }
+    return ffi::Error::Success();
+  }
+  const ada::Margin m = ada::batch_margin(g, B, H, W);
+  const int64_t Hg = 2 * H + 4 * ada::kGeomPad, Wg = 2 * W + 4 * ada::kGeomPad;
+  std::vector<float> gv(B * C * Hg * Wg);
+  for (int64_t b = 0; b < B; ++b) {
+    const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
+    for (int64_t yy = 0; yy < Hg; ++yy)
+      for (int64_t xx = 0; xx < Wg; ++xx) {
+        float v[ada::kMaxChannels];
+        ada::grid_adjoint(gy, k, c != nullptr, b, yy, xx, v);
+        for (int64_t ch = 0; ch < C; ++ch) gv[((b * C + ch) * Hg + yy) * Wg + xx] = v[ch];
+      }
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    const ada::UpMap<float> u = ada::make_upmap(g + 9 * b, m, H, W);
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t xx = 0; xx < W; ++xx) {
+        float v[ada::kMaxChannels];
+        ada::pixel_adjoint(gv.data(), C, H, W, u, m, b, y, xx, v);
+        for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, y, xx)] = v[ch];
+      }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error filter_cpu(F32 images, F32 filters, F32 sigma, F32 noise, F32 boxes, F32Out out, bool has_filter,
+                      bool has_noise, bool has_boxes) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_filter(images, filters, sigma, noise, boxes, has_filter, has_noise, has_boxes));
+  const int64_t B = dim(images, 0), C = dim(images, 1), H = dim(images, 2), W = dim(images, 3);
+  const auto x = dense_image<const float>(images.typed_data(), B, C, H, W);
+  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
+  const float* hp = if_used<float>(filters, has_filter);
+  const float* sp = if_used<float>(sigma, has_noise);
+  const float* np_ = if_used<float>(noise, has_noise);
+  const float* bp = if_used<float>(boxes, has_boxes);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t xx = 0; xx < W; ++xx) {
+          const int64_t i = x.at(b, c, y, xx);
+          float v = hp ? ada::filter_pixel(x, hp + ada::kFilterTaps * b, b, c, y, xx) : x.data[i];
+          if (sp) v = v + np_[i] * sp[b];
+          if (bp && !ada::cutout_keep(bp + 4 * b, y, xx, H, W)) v = 0.f;
+          o.data[i] = v;
+        }
+  return ffi::Error::Success();
+}
+
+ffi::Error filter_backward_cpu(F32 grad, F32 filters, F32 boxes, F32Out out, bool has_filter, bool has_boxes) {
+  PYOPS_FFI_RETURN_IF_ERROR(check_filter(grad, filters, grad, grad, boxes, has_filter, false, has_boxes));
+  const int64_t B = dim(grad, 0), C = dim(grad, 1), H = dim(grad, 2), W = dim(grad, 3);
+  const auto g = dense_image<const float>(grad.typed_data(), B, C, H, W);
+  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
+  const float* hp = if_used<float>(filters, has_filter);
+  const float* bp = if_used<float>(boxes, has_boxes);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t xx = 0; xx < W; ++xx) {
+          const float* box = bp ? bp + 4 * b : nullptr;
+          const int64_t i = g.at(b, c, y, xx);
+          float v;
+          if (hp) {
+            v = ada::filter_adjoint_pixel(g, hp + ada::kFilterTaps * b, box, b, c, y, xx);
+          } else {
+            v = (box && !ada::cutout_keep(box, y, xx, H, W)) ? 0.f : g.data[i];
+          }
+          o.data[i] = v;
+        }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace jaxffi
+}  // namespace pyops
+
+using namespace pyops::jaxffi;  // NOLINT: the handler symbols are extern "C" at global scope
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsPointSampleCpu, point_sample_cpu,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>().Attr<bool>("align_corners"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsPointSampleBackwardCoordsCpu, point_sample_backward_coords_cpu,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<bool>("align_corners"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsPointSampleBackwardInputCpu, point_sample_backward_input_cpu,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<bool>("align_corners"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsLinformerAttendCpu, attend_cpu,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<double>("scale")
+                                  .Attr<double>("dropout_p")
+                                  .Attr<int64_t>("seed"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsLinformerAttendBackwardCpu, attend_backward_cpu,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<double>("scale")
+                                  .Attr<double>("dropout_p")
+                                  .Attr<int64_t>("seed"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsAdaGeomColorCpu, geom_color_cpu,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<bool>("has_g").Attr<bool>(
+                                  "has_c"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsAdaGeomColorBackwardCpu, geom_color_backward_cpu,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<bool>("has_g").Attr<bool>(
+                                  "has_c"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsAdaFilterCpu, filter_cpu,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Attr<bool>("has_filter")
+                                  .Attr<bool>("has_noise")
+                                  .Attr<bool>("has_boxes"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PyopsAdaFilterBackwardCpu, filter_backward_cpu,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<bool>("has_filter").Attr<bool>(
+                                  "has_boxes"));

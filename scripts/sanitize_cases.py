@@ -78,7 +78,8 @@ def sac_cases():
     cases = [((2, 12, 6, 11, 9), 3, 2, 1, 3, "composition"), ((2, 12, 6, 11, 9), 3, 2, 1, 3, "igemm"),
              ((1, 40, 72, 23, 37), 3, 1, 1, 2, "igemm"), ((1, 20, 24, 13, 19), 5, 2, 2, 1, "igemm")]
     for (N, C, O, H, W), k, stride, dilation, groups, algorithm in cases:
-        for dtype in (torch.float32, torch.bfloat16, torch.float16) if algorithm == "igemm" else (torch.float32, torch.bfloat16):
+        dtypes = (torch.float32, torch.bfloat16) + ((torch.float16,) if algorithm == "igemm" else ())
+        for dtype in dtypes:
             for channels_last in (False, True):
                 sac_case(N, C, O, H, W, k, stride, dilation, groups, algorithm, dtype, channels_last)
 

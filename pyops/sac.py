@@ -237,7 +237,7 @@ class SAConv2d(nn.Conv2d):
                 x, self.weight, self.weight_gamma, self.weight_beta, self.weight_diff, self.switch.weight,
                 self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
                 self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
-                [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend)
+                [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend, self.algorithm)
         params = [
             self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
             self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,

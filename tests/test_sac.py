@@ -414,3 +414,21 @@ def test_cuda_igemm_tiles(backend, dtype, channels_last, config):
         scale = w.abs().max().item() + 1e-3
         err, eager_err = (a.double() - w).abs().max().item(), (b.double() - w).abs().max().item()
         assert err <= 2 * eager_err + 4 * torch.finfo(dtype).eps * scale, (i, err, eager_err, scale)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_torchscript_module_keeps_algorithm(algorithm):
+    # the scripted forward (pyops._scripting) runs the chosen algorithm: equal to eager bit for bit
+    import warnings
+
+    conv = pyops.SAConv2d(4, 6, 3, padding=2, dilation=2, stride=2, algorithm=algorithm)
+    conv.load_state_dict(mmcv_state_dict(4, 6, 3, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.x
+        scripted = torch.jit.script(conv)
+    x = torch.randn(2, 4, 13, 11)
+    torch.testing.assert_close(scripted(x), conv(x), rtol=0, atol=0)
+    if algorithm == "igemm":  # and agrees with the composition within float32 rounding
+        other = pyops.SAConv2d(4, 6, 3, padding=2, dilation=2, stride=2)
+        other.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(scripted(x), other(x), rtol=1e-4, atol=1e-4)

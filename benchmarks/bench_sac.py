@@ -1,6 +1,9 @@
 """SAConv2d: pyops beside the eager module (the reference: mmcv's composition in plain PyTorch)
 and the two cuDNN convolutions the layer is built on (the alternative, and the speed floor),
-forward and forward+backward, bf16 channels_last on GPU (the spec's shapes) and a small CPU case."""
+forward and forward+backward, bf16 channels_last on GPU (the spec's shapes) and a small CPU case.
+Every pyops backend runs both forward algorithms ("composition": two library convolutions plus
+fused kernels; "igemm": the dual-accumulator kernel), so the faster one per shape can be the
+default (pyops.sac.default_algorithm)."""
 
 import pytest
 import torch
@@ -26,13 +29,15 @@ def impls(device):
          lambda x, p: reference.two_convolutions(x, p[0], 1, 1, 1, 1)),
     ]
     for backend in ("cuda", "triton") if device == "cuda" else ("cpu",):
-        out.append((f"pyops-{backend}", "pyops", lambda x, p, b=backend: pyops.sac_conv2d(x, *p, 1, 1, 1, 1, backend=b)))
+        for algorithm in ("composition", "igemm"):
+            out.append((f"pyops-{backend}-{algorithm}", "pyops",
+                        lambda x, p, b=backend, a=algorithm: pyops.sac_conv2d(x, *p, 1, 1, 1, 1, backend=b, algorithm=a)))
     return out
 
 
 @pytest.mark.parametrize("device,dtype,N,C,H,W", CASES)
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", range(4))
+@pytest.mark.parametrize("impl", range(6))
 def bench_sac_conv2d(measure, device, dtype, N, C, H, W, pass_, impl):
     name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator().manual_seed(0)

@@ -82,8 +82,12 @@ TORCH_LIBRARY(pyops, m) {
         "int groups) -> Tensor[]");
   // The backward returns the gradients to (x, weight, weight_gamma, weight_beta, weight_diff,
   // switch_weight, switch_bias, pre_weight, pre_bias, post_weight, post_bias, bias).
+  // _igemm: the forward is one dual-accumulator kernel for both convolutions and the blend (the
+  // backward is the composition's). Same arguments and outputs as the composition.
   PYOPS_SAC_OPS("")
   PYOPS_SAC_OPS("_triton")
+  PYOPS_SAC_OPS("_igemm")
+  PYOPS_SAC_OPS("_igemm_triton")
 
   // StyleGAN2-ADA. images (B, C, H, W), C in {1, 3}; G_inv (B, 3, 3) maps output pixels to
   // input pixels (centred coordinates), C (B, 4, 4) maps colours (homogeneous); either may be

@@ -36,7 +36,7 @@ GPU_DEFAULTS: dict[str, str] = {
     # SIMT. Not yet measured on a GPU: revisit with benchmarks/results/.
     "linformer_attention": "triton",
     "linformer_project": "cuda",
-    "sac_conv2d": "cuda",  # SAC: cuda and triton run the same composition; not yet measured on a GPU
+    "sac_conv2d": "cuda",  # SAC: not yet measured on a GPU; the forward algorithm: pyops.sac.default_algorithm
     "ada_geom_color": "cuda",  # not measured yet (no GPU run); "triton" is the other choice
     "ada_filter_noise_cutout": "cuda",  # not measured yet
 }

@@ -78,14 +78,25 @@ def sac_conv2d(
     dilation: list[int],
     groups: int,
     backend: str | None,
+    algorithm: str | None = None,
 ) -> torch.Tensor:
     """:func:`pyops.sac_conv2d` for the parameters of a :class:`pyops.SAConv2d` (whose child
-    convolutions type their biases as optional; SAConv2d always creates them)."""
+    convolutions type their biases as optional; SAConv2d always creates them). ``algorithm``
+    None runs the composition, which is every backend's entry in pyops.sac.DEFAULT_ALGORITHMS."""
     assert switch_bias is not None
     assert pre_bias is not None
     assert post_bias is not None
+    igemm = algorithm is not None and algorithm == "igemm"
     if backend is not None and backend == "triton":
+        if igemm:
+            return torch.ops.pyops.sac_conv2d_igemm_triton(
+                x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias, pre_weight,
+                pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)[0]
         return torch.ops.pyops.sac_conv2d_triton(
+            x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias, pre_weight,
+            pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)[0]
+    if igemm:
+        return torch.ops.pyops.sac_conv2d_igemm(
             x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias, pre_weight,
             pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)[0]
     return torch.ops.pyops.sac_conv2d(

@@ -1,10 +1,19 @@
 """Switchable atrous convolution (DetectoRS): :class:`SAConv2d` and the functional
 :func:`sac_conv2d`, with the semantics of :mod:`pyops.reference.sac` (``shared/specs/sac.md``).
 
-Backends: ``"cpu"`` (C++), ``"cuda"`` (two cuDNN convolutions plus fused CUDA kernels for the
-switch pre-pass and the blend epilogues), ``"triton"`` (the same composition with Triton kernels
-for the fused steps), ``"reference"``. The single dual-accumulator implicit-GEMM kernel of the
-spec is not written yet.
+Backends: ``"cpu"`` (C++), ``"cuda"`` (CUDA C++), ``"triton"``, ``"reference"``. Each of the
+first three runs the forward by one of two algorithms (``algorithm=``):
+
+``"composition"``  two library convolutions (cuDNN on GPU) plus fused kernels for the switch
+                   pre-pass and the blend epilogue
+``"igemm"``        one dual-accumulator implicit-GEMM kernel for both convolutions and the blend:
+                   one output tile, two accumulators (dilation d and 3d taps), the epilogue writes
+                   the blend and the per-channel sums the post-context needs (CUDA: WMMA tensor
+                   cores for float16/bfloat16; Triton: ``tl.dot``; CPU: a direct convolution)
+
+Both share the switch pre-pass, the post-context and the backward (the composition's: library
+convolution backward plus fused kernels). :func:`default_algorithm` is the one place that picks
+the default.
 """
 
 from __future__ import annotations
@@ -19,6 +28,23 @@ from pyops import reference as _ref
 from pyops.reference.sac import AWS_EPS
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+ALGORITHMS = ("composition", "igemm")
+
+# The forward algorithm of each backend when none is chosen. Every entry is "composition" until
+# GPU measurements (benchmarks/bench_sac.py shows both) say otherwise for a backend or a shape;
+# on CPU the C++ direct convolution of "igemm" is slower than oneDNN's convolutions.
+DEFAULT_ALGORITHMS: dict[str, str] = {"cpu": "composition", "cuda": "composition", "triton": "composition"}
+
+
+def default_algorithm(backend: str, x_shape, weight_shape, stride, dilation, groups: int) -> str:
+    """The forward algorithm (``"composition"`` or ``"igemm"``) of ``backend`` for this shape:
+    today one entry per backend (:data:`DEFAULT_ALGORITHMS`); shape rules go here."""
+    return DEFAULT_ALGORITHMS.get(backend, "composition")
+
+
+def _check_algorithm(algorithm, where: str) -> None:
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        raise ValueError(f"{where}: algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
 
 
 def _pair(name: str, value) -> tuple[int, int]:
@@ -111,6 +137,7 @@ def sac_conv2d(
     groups: int = 1,
     *,
     backend: str | None = None,
+    algorithm: str | None = None,
 ) -> torch.Tensor:
     """The switchable atrous convolution layer of DetectoRS, forward and backward fused.
 
@@ -124,11 +151,14 @@ def sac_conv2d(
         padding: must be ``dilation * (kernel_size - 1) / 2`` (odd kernels), so that the dilation
             ``3 * dilation`` branch (padding ``3 * padding``) has the same size as the switch.
         backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic).
+        algorithm: the forward of the C++/CUDA/Triton backends, ``"composition"``, ``"igemm"``
+            or ``None`` (:func:`default_algorithm`); ignored by ``"reference"``.
 
     Differentiable with respect to every tensor argument (``weight_gamma``/``weight_beta`` too,
     although :class:`SAConv2d` keeps them as buffers). The bias is added once after the blend.
     """
     stride, padding, dilation = _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation)
+    _check_algorithm(algorithm, "pyops.sac_conv2d")
     _check_args(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
                 pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)
     name = _backend.resolve("sac_conv2d", backend, x.device)
@@ -136,7 +166,10 @@ def sac_conv2d(
             pre_weight, pre_bias, post_weight, post_bias, bias)
     if name == "reference":
         return _ref.sac_conv2d(*args, stride, padding, dilation, groups)
-    op = torch.ops.pyops.sac_conv2d_triton if name == "triton" else torch.ops.pyops.sac_conv2d
+    if algorithm is None:
+        algorithm = default_algorithm(name, x.shape, weight.shape, stride, dilation, groups)
+    suffix = ("_igemm" if algorithm == "igemm" else "") + ("_triton" if name == "triton" else "")
+    op = getattr(torch.ops.pyops, "sac_conv2d" + suffix)
     return op(*args, list(stride), list(padding), list(dilation), groups)[0]
 
 
@@ -158,11 +191,13 @@ class SAConv2d(nn.Conv2d):
     The bias is added once, after the blend (the original DetectoRS code adds it in both branches,
     which is the same; mmcv on torch >= 1.8 drops it, which differs only for a non-zero bias).
     ``use_deform=True`` is not implemented and raises ``NotImplementedError``.
-    ``backend`` picks the backend of every call (``None``: by device, see :mod:`pyops._backend`).
+    ``backend`` picks the backend of every call (``None``: by device, see :mod:`pyops._backend`)
+    and ``algorithm`` the forward algorithm (``None``: :func:`default_algorithm`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, use_deform: bool = False, *, backend: str | None = None):
+                 groups: int = 1, bias: bool = True, use_deform: bool = False, *, backend: str | None = None,
+                 algorithm: str | None = None):
         if use_deform:
             raise NotImplementedError(
                 "pyops.SAConv2d: use_deform=True (the deformable-offset variant) is not implemented; "
@@ -173,7 +208,9 @@ class SAConv2d(nn.Conv2d):
         _check_geometry(in_channels, self.weight.shape, self.stride, self.padding, self.dilation, groups,
                         "pyops.SAConv2d")
         _backend._validate(backend)
+        _check_algorithm(algorithm, "pyops.SAConv2d")
         self.backend = backend
+        self.algorithm = algorithm
         self.use_deform = False
         self.register_buffer("weight_gamma", torch.ones(out_channels, 1, 1, 1))
         self.register_buffer("weight_beta", torch.zeros(out_channels, 1, 1, 1))
@@ -200,7 +237,7 @@ class SAConv2d(nn.Conv2d):
                 x, self.weight, self.weight_gamma, self.weight_beta, self.weight_diff, self.switch.weight,
                 self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
                 self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
-                [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend)
+                [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend, self.algorithm)
         params = [
             self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
             self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,
@@ -213,8 +250,8 @@ class SAConv2d(nn.Conv2d):
             x = x.to(dtype)
             params = [p.to(dtype) if p is not None else None for p in params]
             with torch.autocast(device_type, enabled=False):  # the kernels pick their own precision
-                return sac_conv2d(x, *params, *geometry, backend=self.backend)
-        return sac_conv2d(x, *params, *geometry, backend=self.backend)
+                return sac_conv2d(x, *params, *geometry, backend=self.backend, algorithm=self.algorithm)
+        return sac_conv2d(x, *params, *geometry, backend=self.backend, algorithm=self.algorithm)
 
     # AWS checkpoint rule: gamma is set to -1 before loading; a positive mean afterwards means
     # the checkpoint carried gamma/beta. Otherwise recover them from the loaded weight.
@@ -274,6 +311,22 @@ def _with_context(x, x_mean, pre_weight, pre_bias, fmt):
     return (x + ctx.to(x.dtype).view(N, C, 1, 1)).contiguous(memory_format=fmt)
 
 
+def _triton_prepass(x, switch_weight, switch_bias, pre_weight, pre_bias, stride):
+    """(x', GAP(x) (N, C), switch (N, 1, Ho, Wo)) with the Triton switch kernel; op-math means."""
+    from pyops.kernels import sac as k
+
+    fmt = _format(x)
+    acc = _opmath(x)
+    N, C, H, W = x.shape
+    x_mean = x.mean(dim=(2, 3), dtype=acc)
+    xp = _with_context(x, x_mean, pre_weight, pre_bias, fmt)
+    z = x.new_empty((N, H, W), dtype=acc)
+    k.switch_dot(xp, switch_weight.to(acc).reshape(C).contiguous(), z, fmt == torch.channels_last)
+    pooled = F.avg_pool2d(F.pad(z.view(N, 1, H, W), (2, 2, 2, 2), mode="reflect"), 5, 1)
+    s = (pooled[:, :, :: stride[0], :: stride[1]] + switch_bias.to(acc)).contiguous()
+    return xp, x_mean, s
+
+
 def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
                        pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups):
     from pyops.kernels import sac as k
@@ -282,14 +335,9 @@ def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch
     cl = fmt == torch.channels_last
     x = x.contiguous(memory_format=fmt)
     acc = _opmath(x)
-    N, C, H, W = x.shape
+    N = x.shape[0]
     O = weight.shape[0]
-    x_mean = x.mean(dim=(2, 3), dtype=acc)
-    xp = _with_context(x, x_mean, pre_weight, pre_bias, fmt)
-    z = x.new_empty((N, H, W), dtype=acc)
-    k.switch_dot(xp, switch_weight.to(acc).reshape(C).contiguous(), z, cl)
-    pooled = F.avg_pool2d(F.pad(z.view(N, 1, H, W), (2, 2, 2, 2), mode="reflect"), 5, 1)
-    s = (pooled[:, :, :: stride[0], :: stride[1]] + switch_bias.to(acc)).contiguous()
+    xp, x_mean, s = _triton_prepass(x, switch_weight, switch_bias, pre_weight, pre_bias, stride)
     w_hat = _aws(weight, weight_gamma, weight_beta)[0]
     small = F.conv2d(xp, w_hat, None, stride, padding, dilation, groups).contiguous(memory_format=fmt)
     large = F.conv2d(xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
@@ -299,6 +347,33 @@ def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch
     post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
     large.add_(post.to(large.dtype).view(N, O, 1, 1))
     return large, s, small, x_mean, y_mean
+
+
+def _triton_sac_conv2d_igemm(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+                             pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation,
+                             groups):
+    """The "igemm" forward: the Triton pre-pass, then one dual-accumulator kernel for both
+    convolutions, the blend and the pixel sums of y; the post-context is a broadcast add."""
+    from pyops.kernels import sac as k
+
+    fmt = _format(x)
+    x = x.contiguous(memory_format=fmt)
+    acc = _opmath(x)
+    N = x.shape[0]
+    O = weight.shape[0]
+    xp, x_mean, s = _triton_prepass(x, switch_weight, switch_bias, pre_weight, pre_bias, stride)
+    Ho, Wo = s.shape[2:]
+    w_hat = _aws(weight, weight_gamma, weight_beta)[0]
+    w_small = w_hat.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C/g, O)
+    w_large = (w_hat + weight_diff).permute(2, 3, 1, 0).contiguous()
+    y = torch.empty((N, O, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=fmt)
+    diff = torch.empty_like(y)
+    y_sum = k.dual_conv(xp, w_small, w_large, s.view(N, Ho, Wo), None if bias is None else bias.to(acc).contiguous(),
+                        y, diff, stride, padding, dilation, groups)
+    y_mean = y_sum / (Ho * Wo)
+    post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
+    y.add_(post.to(y.dtype).view(N, O, 1, 1))
+    return y, s, diff, x_mean, y_mean
 
 
 def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
@@ -437,13 +512,15 @@ def _make_backward(suffix: str):
 
 def _has_ops() -> bool:
     # an extension built before the SAC ops existed still loads; SAC then needs a rebuild
-    return _extension.available() and hasattr(torch.ops.pyops, "sac_conv2d_triton")
+    return _extension.available() and hasattr(torch.ops.pyops, "sac_conv2d_igemm_triton")
 
 
 if _has_ops():
     torch.library.register_kernel("pyops::sac_conv2d_triton", ("cpu", "cuda"), _triton_sac_conv2d)
-    torch.library.register_kernel("pyops::sac_conv2d_backward_triton", ("cpu", "cuda"), _triton_sac_conv2d_backward)
-    for _suffix in ("", "_triton"):
+    torch.library.register_kernel("pyops::sac_conv2d_igemm_triton", ("cpu", "cuda"), _triton_sac_conv2d_igemm)
+    for _suffix in ("_triton", "_igemm_triton"):  # both forwards save the same tensors
+        torch.library.register_kernel(f"pyops::sac_conv2d_backward{_suffix}", ("cpu", "cuda"), _triton_sac_conv2d_backward)
+    for _suffix in ("", "_triton", "_igemm", "_igemm_triton"):
         torch.library.register_fake(f"pyops::sac_conv2d{_suffix}")(_fake_sac_conv2d)
         torch.library.register_fake(f"pyops::sac_conv2d_backward{_suffix}")(_fake_sac_conv2d_backward)
         torch.library.register_autograd(

@@ -72,25 +72,37 @@ def linformer_case(B, H, n, d, k, dtype, per_head, masked, dropout_p):
 
 
 def sac_cases():
-    # switchable atrous convolution: odd sizes, stride 2, groups, both layouts, forward + backward
+    # switchable atrous convolution: odd sizes, stride 2, groups, both layouts, forward + backward,
+    # both forward algorithms; the igemm ones also with several pixel / channel tiles (16-bit types
+    # take the tensor-core kernel), dilation 2 and a 5x5 kernel (large shared-memory halo)
+    cases = [((2, 12, 6, 11, 9), 3, 2, 1, 3, "composition"), ((2, 12, 6, 11, 9), 3, 2, 1, 3, "igemm"),
+             ((1, 40, 72, 23, 37), 3, 1, 1, 2, "igemm"), ((1, 20, 24, 13, 19), 5, 2, 2, 1, "igemm")]
+    for (N, C, O, H, W), k, stride, dilation, groups, algorithm in cases:
+        dtypes = (torch.float32, torch.bfloat16) + ((torch.float16,) if algorithm == "igemm" else ())
+        for dtype in dtypes:
+            for channels_last in (False, True):
+                sac_case(N, C, O, H, W, k, stride, dilation, groups, algorithm, dtype, channels_last)
+
+
+def sac_case(N, C, O, H, W, k, stride, dilation, groups, algorithm, dtype, channels_last):
     from pyops.sac import random_parameters
 
-    for dtype in (torch.float32, torch.bfloat16):
-        for channels_last in (False, True):
-            x = torch.randn(2, 12, 11, 9, device=DEVICE, dtype=dtype)
-            if channels_last:
-                x = x.to(memory_format=torch.channels_last)
-            params = random_parameters(12, 6, 3, 3, True, dtype=dtype, device=DEVICE)
-            leaves = [x.requires_grad_(), *[p.requires_grad_() for p in params]]
-            out = pyops.sac_conv2d(*leaves, 2, 1, 1, 3, backend=BACKEND)
-            want = reference.sac_conv2d(*leaves, 2, 1, 1, 3)
-            g = torch.randn_like(out)
-            got_g = torch.autograd.grad(out, leaves, g)
-            want_g = torch.autograd.grad(want, leaves, g)
-            rel = 0.05 if dtype == torch.bfloat16 else 1e-3  # of the largest magnitude
-            for a, b in zip((out, *got_g), (want, *want_g)):
-                err = (a.float() - b.float()).abs().max().item()
-                assert err <= rel * (b.float().abs().max().item() + 1e-3), (tuple(a.shape), err)
+    x = torch.randn(N, C, H, W, device=DEVICE, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    params = random_parameters(C, O, k, groups, True, dtype=dtype, device=DEVICE)
+    leaves = [x.requires_grad_(), *[p.requires_grad_() for p in params]]
+    padding = dilation * (k - 1) // 2
+    out = pyops.sac_conv2d(*leaves, stride, padding, dilation, groups, backend=BACKEND, algorithm=algorithm)
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]  # float64 reference, same inputs
+    want = reference.sac_conv2d(*leaves64, stride, padding, dilation, groups)
+    g = torch.randn_like(out)
+    got_g = torch.autograd.grad(out, leaves, g)
+    want_g = torch.autograd.grad(want, leaves64, g.double())
+    rel = {torch.bfloat16: 0.05, torch.float16: 0.01}.get(dtype, 1e-3)  # of the largest magnitude
+    for a, b in zip((out, *got_g), (want, *want_g)):
+        err = (a.float() - b.float()).abs().max().item()
+        assert err <= rel * (b.float().abs().max().item() + 1e-3), (algorithm, dtype, tuple(a.shape), err)
 
 
 def ada_case(B, C, H, W, dtype, channels_last, geom=True, color=True):

@@ -27,7 +27,11 @@ CONFIGS = [
     pytest.param((1, 6, 9, 7, 13, 3, 2, 1, 3, True), id="s2-groups3-odd"),
     pytest.param((2, 4, 4, 10, 8, 1, 1, 1, 2, True), id="k1-groups2"),
     pytest.param((1, 5, 3, 12, 9, 5, 1, 2, 1, True), id="k5-d2"),
+    pytest.param((2, 6, 4, 13, 11, 3, 1, 1, 1, True), id="s1-13x11"),
+    pytest.param((1, 4, 6, 13, 11, 3, 2, 2, 2, False), id="s2-d2-groups2-13x11"),
 ]
+# forward algorithms of the C++/CUDA/Triton backends (pyops.sac.ALGORITHMS)
+ALGORITHMS = ["composition", "igemm"]
 
 
 def make_case(config, dtype, device, channels_last=False, seed=0):
@@ -41,8 +45,8 @@ def make_case(config, dtype, device, channels_last=False, seed=0):
     return (x, *params), geometry
 
 
-def fused(backend, geometry):
-    return lambda *a: pyops.sac_conv2d(*a, *geometry, backend=backend)
+def fused(backend, geometry, algorithm=None):
+    return lambda *a: pyops.sac_conv2d(*a, *geometry, backend=backend, algorithm=algorithm)
 
 
 def ref(geometry):
@@ -56,16 +60,19 @@ def drop_none(inputs):
     return inputs[:-1], lambda f: (lambda *a: f(*a, None))
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_matches_reference(device, backend, config, channels_last):
+def test_matches_reference(device, backend, config, channels_last, algorithm):
+    # forward and every gradient, float32 and float64
     for dtype in (torch.float32, torch.float64):
         inputs, geometry = make_case(config, dtype, device, channels_last)
         inputs, wrap = drop_none(inputs)
         tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else None
-        assert_matches_reference(wrap(fused(backend, geometry)), wrap(ref(geometry)), inputs, tol=tol)
-        out = pyops.sac_conv2d(*make_case(config, dtype, device, channels_last)[0], *geometry, backend=backend)
+        assert_matches_reference(wrap(fused(backend, geometry, algorithm)), wrap(ref(geometry)), inputs, tol=tol)
+        out = pyops.sac_conv2d(*make_case(config, dtype, device, channels_last)[0], *geometry, backend=backend,
+                               algorithm=algorithm)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         assert out.is_contiguous(memory_format=fmt)
 
@@ -77,19 +84,25 @@ def _forward_backward(fn, inputs, g):
     return [out, *grads]
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_empty_batch_and_wide_channels(device, backend, channels_last):
-    # an empty batch; and more channels than one warp / Triton channel block, 3x3 images
-    for config in ((0, 4, 4, 5, 6, 3, 1, 1, 1, True), (2, 70, 40, 3, 3, 3, 1, 1, 1, True)):
+def test_empty_batch_and_wide_channels(device, backend, channels_last, algorithm):
+    # an empty batch; more channels than one warp / Triton channel block, 3x3 images; and several
+    # channel blocks, output-channel tiles and pixel tiles of the igemm kernels (groups 2, stride 2)
+    configs = [(0, 4, 4, 5, 6, 3, 1, 1, 1, True), (2, 70, 40, 3, 3, 3, 1, 1, 1, True),
+               (1, 40, 36, 17, 21, 3, 2, 1, 2, True)]
+    for config in configs:
         inputs, geometry = make_case(config, torch.float32, device, channels_last)
-        assert_matches_reference(fused(backend, geometry), ref(geometry), inputs, tol=dict(atol=1e-4, rtol=1e-4))
+        assert_matches_reference(fused(backend, geometry, algorithm), ref(geometry), inputs,
+                                 tol=dict(atol=1e-4, rtol=1e-4))
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last):
+def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last, algorithm):
     if backend == "triton" and device == "cpu" and dtype == torch.bfloat16:
         pytest.skip("the Triton interpreter computes bfloat16 wrongly")
     # forward and every gradient: error against a float64 reference at most about that of the
@@ -99,7 +112,7 @@ def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last
     low = [t.to(dtype) if t is not None else None for t in inputs64]
     g = torch.randn(2, 8, 10, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
     want = _forward_backward(ref(geometry), [t.double() for t in low], g)
-    got = _forward_backward(fused(backend, geometry), low, g)
+    got = _forward_backward(fused(backend, geometry, algorithm), low, g)
     eager = _forward_backward(ref(geometry), low, g)
     for i, (a, b, w) in enumerate(zip(got, eager, want)):
         scale = w.abs().max().item() + 1e-3
@@ -107,23 +120,25 @@ def test_low_precision_no_worse_than_eager(device, backend, dtype, channels_last
         assert err <= 2 * eager_err + torch.finfo(dtype).eps * scale, (i, err, eager_err, scale)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[2]])
-def test_gradcheck(device, backend, config):
+def test_gradcheck(device, backend, config, algorithm):
     if backend == "triton" and device == "cpu":
         pytest.skip("too slow in the Triton interpreter; float64 agreement is in test_matches_reference")
     N, C, O, H, W, k, stride, dilation, groups, bias = config
     small = (1, C, O, 7, 6, k, stride, dilation, groups, True)
     inputs, geometry = make_case(small, torch.float64, device)
-    assert_gradcheck(fused(backend, geometry), inputs)
+    assert_gradcheck(fused(backend, geometry, algorithm), inputs)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
-def test_weight_diff_and_switch_gradients_are_exercised(device, backend):
+def test_weight_diff_and_switch_gradients_are_exercised(device, backend, algorithm):
     # with non-initial parameters the gradients that vanish at init are far from zero
     inputs, geometry = make_case((2, 6, 4, 9, 11, 3, 1, 1, 1, True), torch.float32, device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
-    pyops.sac_conv2d(*leaves, *geometry, backend=backend).square().sum().backward()
+    pyops.sac_conv2d(*leaves, *geometry, backend=backend, algorithm=algorithm).square().sum().backward()
     for name, i in (("weight_diff", 4), ("switch_weight", 5), ("pre_weight", 7), ("post_weight", 9)):
         assert leaves[i].grad.abs().max() > 1e-3, name
 
@@ -245,13 +260,14 @@ def test_module_under_autocast():
     torch.testing.assert_close(out.float(), m(x), atol=0.1, rtol=0.05)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_opcheck(device, backend, channels_last):
+def test_opcheck(device, backend, channels_last, algorithm):
     inputs, (stride, padding, dilation, groups) = make_case((2, 4, 4, 7, 6, 3, 2, 1, 2, True), torch.float32, device, channels_last)
     inputs = [t.requires_grad_() for t in inputs]
     geometry = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
-    suffix = "_triton" if backend == "triton" else ""
+    suffix = ("_igemm" if algorithm == "igemm" else "") + ("_triton" if backend == "triton" else "")
     forward_op = getattr(torch.ops.pyops, "sac_conv2d" + suffix)
     backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
     assert_opcheck(forward_op, (*inputs, *geometry))
@@ -261,10 +277,34 @@ def test_opcheck(device, backend, channels_last):
     assert_opcheck(backward_op, (torch.randn_like(out), x, w, gamma, beta, wd, sw, pw, pb, qw, *saved, *geometry))
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
-def test_compile_fullgraph(device, backend):
+def test_compile_fullgraph(device, backend, algorithm):
     inputs, geometry = make_case((1, 4, 4, 7, 6, 3, 2, 1, 1, True), torch.float32, device)
-    assert_compile_matches_eager(lambda *a: pyops.sac_conv2d(*a, *geometry, backend=backend).sin(), inputs)
+    assert_compile_matches_eager(
+        lambda *a: pyops.sac_conv2d(*a, *geometry, backend=backend, algorithm=algorithm).sin(), inputs)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_igemm_saves_what_the_composition_saves(device, backend, channels_last):
+    # both forwards feed the same backward: switch, branch difference and means must agree
+    inputs, (stride, padding, dilation, groups) = make_case((2, 6, 4, 13, 11, 3, 2, 1, 2, True), torch.float64,
+                                                            device, channels_last)
+    geometry = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
+    suffix = "_triton" if backend == "triton" else ""
+    want = getattr(torch.ops.pyops, "sac_conv2d" + suffix)(*inputs, *geometry)
+    got = getattr(torch.ops.pyops, "sac_conv2d_igemm" + suffix)(*inputs, *geometry)
+    for name, a, b in zip(("out", "switch", "branch_diff", "x_mean", "y_mean"), got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride(), name
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7, msg=name)
+
+
+def test_default_algorithm_table():
+    # one table picks the forward algorithm; every backend keeps the composition until measured
+    assert pyops.sac.ALGORITHMS == ("composition", "igemm")
+    for backend in ("cpu", "cuda", "triton"):
+        assert pyops.sac.default_algorithm(backend, (8, 256, 64, 64), (256, 256, 3, 3), (1, 1), (1, 1), 1) == "composition"
 
 
 def test_compile_module_inductor_cpu():
@@ -307,6 +347,8 @@ def test_bad_inputs(backend):
         call(x[:, :, :2], *params)
     with pytest.raises(ValueError, match="backend 'cuda' needs CUDA tensors"):
         pyops.sac_conv2d(x, *params, *geometry, backend="cuda")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        pyops.sac_conv2d(x, *params, *geometry, backend=backend, algorithm="winograd")
 
 
 def test_bad_module_arguments():
@@ -316,6 +358,8 @@ def test_bad_module_arguments():
         pyops.SAConv2d(4, 4, 2, padding=1)
     with pytest.raises(ValueError, match="divisible by groups"):
         pyops.SAConv2d(4, 6, 3, padding=1, groups=4)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        pyops.SAConv2d(4, 4, 3, padding=1, algorithm="fft")
     m = pyops.SAConv2d(4, 4, 3, padding=1)
     with pytest.raises(ValueError, match="x has 3 channels"):
         m(torch.randn(1, 3, 5, 5))
@@ -340,3 +384,51 @@ def test_cuda_matches_cpu_kernel():
     cpu = pyops.sac_conv2d(*inputs, *geometry, backend="cpu")
     cuda = pyops.sac_conv2d(*[t.cuda() for t in inputs], *geometry, backend="cuda")
     torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param((2, 48, 80, 37, 29, 3, 1, 1, 1, True), id="s1-37x29"),
+        pytest.param((2, 40, 72, 23, 45, 3, 2, 2, 2, True), id="s2-d2-groups2"),
+        pytest.param((1, 24, 16, 19, 17, 5, 1, 1, 1, False), id="k5"),
+    ],
+)
+def test_cuda_igemm_tiles(backend, dtype, channels_last, config):
+    # several pixel, channel and output-channel tiles of the GPU igemm kernels (tensor cores for
+    # 16-bit types), forward and every gradient, against the float64 reference
+    inputs64, geometry = make_case(config, torch.float64, "cuda", channels_last)
+    inputs = [t.to(dtype) if t is not None else None for t in inputs64]
+    N, C, O, H, W, k, stride = config[:7]
+    g = torch.randn(N, O, (H - 1) // stride + 1, (W - 1) // stride + 1, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(2)).to("cuda")
+    got = _forward_backward(fused(backend, geometry, "igemm"), inputs, g)
+    eager = _forward_backward(ref(geometry), inputs, g)
+    want = _forward_backward(ref(geometry), [t.double() if t is not None else None for t in inputs], g)
+    for i, (a, b, w) in enumerate(zip(got, eager, want)):
+        scale = w.abs().max().item() + 1e-3
+        err, eager_err = (a.double() - w).abs().max().item(), (b.double() - w).abs().max().item()
+        assert err <= 2 * eager_err + 8 * torch.finfo(dtype).eps * scale, (i, err, eager_err, scale)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_torchscript_module_keeps_algorithm(algorithm):
+    # the scripted forward (pyops._scripting) runs the chosen algorithm: equal to eager bit for bit
+    import warnings
+
+    conv = pyops.SAConv2d(4, 6, 3, padding=2, dilation=2, stride=2, algorithm=algorithm)
+    conv.load_state_dict(mmcv_state_dict(4, 6, 3, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.x
+        scripted = torch.jit.script(conv)
+    x = torch.randn(2, 4, 13, 11)
+    torch.testing.assert_close(scripted(x), conv(x), rtol=0, atol=0)
+    if algorithm == "igemm":  # and agrees with the composition within float32 rounding
+        other = pyops.SAConv2d(4, 6, 3, padding=2, dilation=2, stride=2)
+        other.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(scripted(x), other(x), rtol=1e-4, atol=1e-4)

@@ -1,5 +1,6 @@
 // CPU kernels of the switchable atrous convolution: the fused steps (sac.h math) as
-// at::parallel_for loops, plugged into the shared composition of sac_host.h.
+// at::parallel_for loops, plugged into the shared composition of sac_host.h; and the
+// dual-accumulator direct convolution of the "igemm" algorithm (sac_conv2d_igemm).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -81,7 +82,51 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_backward_cpu(const at::Tens
   return {g_small, g_large, g_switch};
 }
 
+// The dual-accumulator convolution, one (image, output channel) pair per task: every output
+// pixel gathers both branches' taps (sac.h: dual_conv_at) and blends them; the pixel sum of y
+// is accumulated in a fixed order, so it is deterministic.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dual_conv_cpu(const at::Tensor& xp, const at::Tensor& w_small,
+                                                             const at::Tensor& w_large, const at::Tensor& s,
+                                                             const OptTensor& bias, const DualConvGeom& g,
+                                                             bool channels_last) {
+  const Dense4d Lx = layout(xp, channels_last);
+  const Dense4d Ly{g.N, g.O, g.Ho * g.Wo, channels_last};
+  const auto opts = xp.options().memory_format(format_of(channels_last));
+  at::Tensor y = at::empty({g.N, g.O, g.Ho, g.Wo}, opts);
+  at::Tensor diff = at::empty({g.N, g.O, g.Ho, g.Wo}, opts);
+  at::Tensor y_sum = at::empty({g.N, g.O}, s.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xp.scalar_type(), "sac_dual_conv_cpu", [&] {
+    using T = opmath_t<scalar_t>;
+    const scalar_t* x = xp.const_data_ptr<scalar_t>();
+    const scalar_t* ws = w_small.const_data_ptr<scalar_t>();
+    const scalar_t* wl = w_large.const_data_ptr<scalar_t>();
+    const T* sp = s.const_data_ptr<T>();
+    const T* bp = bias.has_value() ? bias->const_data_ptr<T>() : nullptr;
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    scalar_t* dp = diff.mutable_data_ptr<scalar_t>();
+    T* sum = y_sum.mutable_data_ptr<T>();
+    at::parallel_for(0, g.N * g.O, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.O, o = task % g.O;
+        T total = T(0);
+        for (int64_t p = 0; p < Ly.HW; ++p) {
+          T acc_s, acc_l, d;
+          dual_conv_at(x, Lx, ws, wl, g, n, o, p / g.Wo, p % g.Wo, acc_s, acc_l);
+          const T yv = dual_blend(acc_s, acc_l, sp[n * Ly.HW + p], bp ? bp[o] : T(0), d);
+          const int64_t i = Ly.offset(n, o, p);
+          yp[i] = static_cast<scalar_t>(yv);
+          dp[i] = static_cast<scalar_t>(d);
+          total += yv;
+        }
+        sum[task] = total;
+      }
+    });
+  });
+  return {y, diff, y_sum};
+}
+
 const SacKernels kCpuKernels{&switch_dot_cpu, &blend_forward_cpu, &blend_backward_cpu};
+const SacKernels kCpuIgemmKernels{&switch_dot_cpu, &blend_forward_cpu, &blend_backward_cpu, &dual_conv_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_conv2d_cpu(
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor& beta,
@@ -90,6 +135,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_conv2
     const at::Tensor& post_bias, const OptTensor& bias, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   return sac_forward(kCpuKernels, x, weight, gamma, beta, weight_diff, switch_weight, switch_bias,
+                     pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_conv2d_igemm_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor& beta,
+    const at::Tensor& weight_diff, const at::Tensor& switch_weight, const at::Tensor& switch_bias,
+    const at::Tensor& pre_weight, const at::Tensor& pre_bias, const at::Tensor& post_weight,
+    const at::Tensor& post_bias, const OptTensor& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return sac_forward(kCpuIgemmKernels, x, weight, gamma, beta, weight_diff, switch_weight, switch_bias,
                      pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups);
 }
 
@@ -109,6 +164,9 @@ std::vector<at::Tensor> sac_conv2d_backward_cpu(
 TORCH_LIBRARY_IMPL(pyops, CPU, m) {
   m.impl("sac_conv2d", &sac_conv2d_cpu);
   m.impl("sac_conv2d_backward", &sac_conv2d_backward_cpu);
+  // the igemm forward saves what the composition's forward saves: same backward
+  m.impl("sac_conv2d_igemm", &sac_conv2d_igemm_cpu);
+  m.impl("sac_conv2d_backward_igemm", &sac_conv2d_backward_cpu);
 }
 
 }  // namespace sac

@@ -152,6 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> blend_backward_cuda(const at::Ten
 }
 
 const SacKernels kCudaKernels{&switch_dot_cuda, &blend_forward_cuda, &blend_backward_cuda};
+const SacKernels kCudaIgemmKernels{&switch_dot_cuda, &blend_forward_cuda, &blend_backward_cuda, &dual_conv_cuda};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_conv2d_cuda(
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor& beta,
@@ -161,6 +162,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_conv2
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const c10::cuda::CUDAGuard guard(x.device());
   return sac_forward(kCudaKernels, x, weight, gamma, beta, weight_diff, switch_weight, switch_bias,
+                     pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_conv2d_igemm_cuda(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor& beta,
+    const at::Tensor& weight_diff, const at::Tensor& switch_weight, const at::Tensor& switch_bias,
+    const at::Tensor& pre_weight, const at::Tensor& pre_bias, const at::Tensor& post_weight,
+    const at::Tensor& post_bias, const OptTensor& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return sac_forward(kCudaIgemmKernels, x, weight, gamma, beta, weight_diff, switch_weight, switch_bias,
                      pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups);
 }
 
@@ -181,6 +193,9 @@ std::vector<at::Tensor> sac_conv2d_backward_cuda(
 TORCH_LIBRARY_IMPL(pyops, CUDA, m) {
   m.impl("sac_conv2d", &sac_conv2d_cuda);
   m.impl("sac_conv2d_backward", &sac_conv2d_backward_cuda);
+  // the igemm forward (sac_igemm_cuda.cu) saves what the composition saves: same backward
+  m.impl("sac_conv2d_igemm", &sac_conv2d_igemm_cuda);
+  m.impl("sac_conv2d_backward_igemm", &sac_conv2d_backward_cuda);
 }
 
 }  // namespace sac

@@ -42,7 +42,21 @@ struct SacKernels {
   std::tuple<at::Tensor, at::Tensor, at::Tensor> (*blend_backward)(
       const at::Tensor& grad_out, const at::Tensor& diff, const at::Tensor& s,
       const at::Tensor& ctx_grad, bool channels_last);
+  // The "igemm" algorithm: both branch convolutions and the blend in one kernel (dual
+  // accumulators). xp is x' in the layout `channels_last` says; w_small = AWS(W) and w_large =
+  // AWS(W) + weight_diff are (O, C/g, kh, kw) in x's dtype; s (N, Ho, Wo) and bias are op-math.
+  // Returns (y = blend + bias, small - large, sum of y over the pixels (N, O) op-math), y and the
+  // difference in x's layout. nullptr: the composition (two at::convolution calls + blend_forward).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*dual_conv)(
+      const at::Tensor& xp, const at::Tensor& w_small, const at::Tensor& w_large, const at::Tensor& s,
+      const OptTensor& bias, const DualConvGeom& g, bool channels_last) = nullptr;
 };
+
+// The CUDA dual convolution (sac_igemm_cuda.cu), for SacKernels::dual_conv.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dual_conv_cuda(const at::Tensor& xp, const at::Tensor& w_small,
+                                                              const at::Tensor& w_large, const at::Tensor& s,
+                                                              const OptTensor& bias, const DualConvGeom& g,
+                                                              bool channels_last);
 
 inline at::ScalarType opmath_type(const at::Tensor& t) {
   return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -163,6 +177,19 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sa
                            .contiguous();
 
   const at::Tensor w_hat = std::get<0>(aws(weight, gamma, beta));
+  OptTensor b;
+  if (bias.has_value()) b = bias->to(acc).contiguous();
+  if (k.dual_conv != nullptr) {
+    const int64_t Ho = s.size(2), Wo = s.size(3);
+    const DualConvGeom g{N, C, H, W, O, Ho, Wo, weight.size(2), weight.size(3), stride[0], stride[1],
+                         padding[0], padding[1], dilation[0], dilation[1], groups};
+    auto [y, diff, y_sum] = k.dual_conv(xp, w_hat.contiguous(), (w_hat + weight_diff).contiguous(),
+                                        s.view({N, Ho, Wo}), b, g, cl);
+    const at::Tensor y_mean = y_sum / double(Ho * Wo);
+    const at::Tensor post = at::addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view({O, O}).t());
+    y.add_(post.to(y.scalar_type()).view({N, O, 1, 1}));
+    return {y, s.view({N, 1, Ho, Wo}), diff, x_mean, y_mean};
+  }
   const std::vector<int64_t> no_pad{0, 0};
   at::Tensor small = at::convolution(xp, w_hat, std::nullopt, stride, padding, dilation, false, no_pad, groups)
                          .contiguous(format_of(cl));
@@ -173,8 +200,6 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sa
               "sac_conv2d: internal error: branch sizes ", small.sizes(), " ", large.sizes(),
               " and switch ", s.sizes(), " differ");
   const int64_t Ho = small.size(2), Wo = small.size(3);
-  OptTensor b;
-  if (bias.has_value()) b = bias->to(acc).contiguous();
   k.blend_forward(small, large, s.view({N, Ho, Wo}), b, cl);  // large <- y, small <- diff
   const at::Tensor y_mean = large.mean({2, 3}, false, acc);
   const at::Tensor post = at::addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view({O, O}).t());

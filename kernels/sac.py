@@ -192,8 +192,8 @@ def dual_conv_kernel(x, w_small, w_large, s, bias, y, diff, y_part,
             mw = mc[:, None] & mo[None, :]
             b_s = tl.load(w_small + w_offs, mask=mw, other=0.0)
             b_l = tl.load(w_large + w_offs, mask=mw, other=0.0)
-            acc_s = tl.dot(a_s, b_s, acc_s, input_precision=PRECISION)
-            acc_l = tl.dot(a_l, b_l, acc_l, input_precision=PRECISION)
+            acc_s = tl.dot(a_s, b_s, acc_s, input_precision=PRECISION, out_dtype=acc_s.dtype)
+            acc_l = tl.dot(a_l, b_l, acc_l, input_precision=PRECISION, out_dtype=acc_l.dtype)
     sv = tl.load(s + n * Ho * Wo + p, mask=mp, other=0.0)
     d = acc_s - acc_l
     yv = acc_l + sv[:, None] * d

@@ -192,8 +192,9 @@ def _project(x: jax.Array, E: jax.Array, mask) -> jax.Array:
     if mask is not None:
         x = jnp.where(mask[:, None, :, None], jnp.zeros((), x.dtype), x)
     E = E[..., :n, :]
-    # (k, n) @ (B, H, n, d) or (H, k, n) @ (B, H or 1, n, d), broadcasting like torch.matmul
-    return jnp.matmul(jnp.swapaxes(E, -1, -2), x)
+    # (k, n) @ (B, H, n, d) or (H, k, n) @ (B, H or 1, n, d), broadcasting like torch.matmul;
+    # full float32 precision like torch's (XLA's default on GPUs rounds float32 through TF32)
+    return jnp.matmul(jnp.swapaxes(E, -1, -2), x, precision=jax.lax.Precision.HIGHEST)
 
 
 def linformer_attention(

@@ -414,7 +414,7 @@ def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, 
     g_pooled = x.new_zeros((N, 1, H, W), dtype=acc)
     g_pooled[:, :, :: stride[0], :: stride[1]] = g_switch
     g_padded = F.avg_pool2d(F.pad(g_pooled, (4, 4, 4, 4)), 5, 1)
-    q = torch.ops.aten.reflection_pad2d_backward(g_padded, g_pooled, [2, 2, 2, 2])
+    q = _reflect2_adjoint(g_padded)
     g_switch_weight = (xp.to(acc) * q).sum(dim=(0, 2, 3)).view(1, C, 1, 1)
 
     gxp = gx_small.to(acc) + gx_large + q * switch_weight.to(acc).view(1, C, 1, 1)
@@ -438,6 +438,20 @@ def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, 
 
 
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
+
+
+def _reflect2_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of ``F.pad(., (2, 2, 2, 2), mode="reflect")``: (..., H + 4, W + 4) -> (..., H, W),
+    from slices, so deterministic (the CUDA ``reflection_pad2d_backward`` adds with atomics).
+    Padded index p holds original index reflect(p - 2): p = 0, 1 hold 2, 1; p = n + 2, n + 3 hold
+    n - 2, n - 3."""
+    for d in (g.dim() - 2, g.dim() - 1):
+        n = g.shape[d] - 4
+        out = g.narrow(d, 2, n).clone()
+        out.narrow(d, 1, 2).add_(g.narrow(d, 0, 2).flip(d))
+        out.narrow(d, n - 3, 2).add_(g.narrow(d, n + 2, 2).flip(d))
+        g = out
+    return g
 
 
 def _opmath(t: torch.Tensor) -> torch.dtype:

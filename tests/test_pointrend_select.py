@@ -160,7 +160,10 @@ def test_subdivision_inference_matches_detectron2_loop(device, backend):
     got = pyops.subdivision_inference(coarse, point_head, classes=classes, num_steps=4, num_points=150, backend=backend)
     want = reference.subdivision_inference(coarse, point_head, classes=classes, num_steps=4, num_points=150)
     assert got.shape == (R, 1, 112, 112)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # The head samples a noise map at the chosen points, so a coordinate one float32 ulp off
+    # (a fused multiply-add in a GPU compiler) moves its value by up to ~ulp * 112 * |slope|:
+    # 1e-4 absorbs that; a wrong point or a wrong upsampled value is off by O(1).
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
 
 
 # ---- ROI helpers and Mask2Former --------------------------------------------------------------

@@ -31,7 +31,7 @@ ffi::Error cuda_error(cudaError_t err, const char* op) {
 // `count` elements of T from XLA's scratch memory (freed by XLA after the call).
 template <typename T>
 T* scratch_array(ffi::ScratchAllocator& scratch, int64_t count) {
-  const auto p = scratch.Allocate(sizeof(T) * static_cast<size_t>(count > 0 ? count : 1), 256);
+  const auto p = scratch.Allocate(sizeof(T) * static_cast<size_t>(count > 0 ? count : 1), 16);
   return p.has_value() ? static_cast<T*>(*p) : nullptr;
 }
 

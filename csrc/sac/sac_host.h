@@ -18,7 +18,6 @@
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/reflection_pad2d.h>
-#include <ATen/ops/reflection_pad2d_backward.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
@@ -121,6 +120,22 @@ inline void check_sac_args(const at::Tensor& x, const at::Tensor& weight, const 
 }
 
 inline std::vector<int64_t> times3(at::IntArrayRef v) { return {3 * v[0], 3 * v[1]}; }
+
+// Adjoint of a reflection padding by 2 of the last two dims: (..., H + 4, W + 4) -> (..., H, W).
+// Built from slices, so it is deterministic (ATen's CUDA reflection_pad2d_backward adds with
+// atomics). Padded index p holds original index reflect(p - 2): p = 0, 1 hold 2, 1 and
+// p = n + 2, n + 3 hold n - 2, n - 3.
+inline at::Tensor reflect2_adjoint(const at::Tensor& g) {
+  at::Tensor r = g;
+  for (const int64_t d : {g.dim() - 2, g.dim() - 1}) {
+    const int64_t n = r.size(d) - 4;
+    at::Tensor out = r.narrow(d, 2, n).clone();
+    out.narrow(d, 1, 2).add_(r.narrow(d, 0, 2).flip({d}));
+    out.narrow(d, n - 3, 2).add_(r.narrow(d, n + 2, 2).flip({d}));
+    r = out;
+  }
+  return r;
+}
 
 // AWS: gamma * (W - mean_o W) / sqrt(var_o W + eps) + beta in op-math, returned in W's dtype;
 // also the standardised weights (O, M) and 1/sigma (O, 1) for the backward.
@@ -263,7 +278,7 @@ inline std::vector<at::Tensor> sac_backward(
   at::Tensor g_pooled = at::zeros({N, 1, H, W}, x.options().dtype(acc));
   g_pooled.slice(2, 0, H, stride[0]).slice(3, 0, W, stride[1]).copy_(g_switch.view({N, 1, Ho, Wo}));
   const at::Tensor g_padded = at::avg_pool2d(at::constant_pad_nd(g_pooled, {4, 4, 4, 4}, 0), {5, 5}, {1, 1});
-  const at::Tensor q = at::reflection_pad2d_backward(g_padded, g_pooled, {2, 2, 2, 2});  // (N, 1, H, W)
+  const at::Tensor q = reflect2_adjoint(g_padded);  // (N, 1, H, W)
   const at::Tensor g_switch_weight = (xp.to(acc) * q).sum({0, 2, 3}).view({1, C, 1, 1});
 
   // x' = x + Wpre GAP(x) + bpre

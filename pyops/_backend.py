@@ -29,16 +29,18 @@ BACKENDS = ("cpu", "cuda", "triton", "reference")
 # The GPU kernel CUDA tensors get when no backend is chosen. Each entry should be the faster
 # of the two in benchmarks/results/; an op not listed uses "cuda".
 GPU_DEFAULTS: dict[str, str] = {
+    # H200 (results/h200-run1): CUDA is faster in forward (both layouts), fwd+bwd channels_last,
+    # Mask2Former sampling and subdivision inference; Triton only in fwd+bwd NCHW.
     "point_sample": "cuda",
     "uncertain_point_coords": "cuda",
     "subdivision_step": "cuda",
     # Linformer: the Triton kernels use tensor cores (tl.dot); the CUDA C++ attention kernel is
-    # SIMT. Not yet measured on a GPU: revisit with benchmarks/results/.
+    # SIMT. Not yet timed on a GPU (tests pass): revisit with benchmarks/results/.
     "linformer_attention": "triton",
     "linformer_project": "cuda",
-    "sac_conv2d": "cuda",  # SAC: not yet measured on a GPU; the forward algorithm: pyops.sac.default_algorithm
-    "ada_geom_color": "cuda",  # not measured yet (no GPU run); "triton" is the other choice
-    "ada_filter_noise_cutout": "cuda",  # not measured yet
+    "sac_conv2d": "cuda",  # H200 (results/h200-run2): the CUDA composition beats Triton's at every shape
+    "ada_geom_color": "cuda",  # not yet timed on a GPU (tests pass); "triton" is the other choice
+    "ada_filter_noise_cutout": "cuda",  # not yet timed on a GPU
 }
 
 _global_backend: str | None = None

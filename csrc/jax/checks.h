@@ -2,10 +2,37 @@
 #pragma once
 
 #include "../ada/ada.h"
+#include "../pointrend/point_sample.h"
 #include "ffi_common.h"
 
 namespace pyops {
 namespace jaxffi {
+
+// The kernels' views of dense float32 point_sample buffers: input (B, C, H, W), coords (B, P, 2),
+// per-point values (B, C, P).
+inline pointrend::SampleArgs<float, float> sample_args(const F32& input, const F32& coords, bool align_corners) {
+  pointrend::SampleArgs<float, float> a;
+  a.input = input.typed_data();
+  a.B = dim(input, 0);
+  a.C = dim(input, 1);
+  a.H = dim(input, 2);
+  a.W = dim(input, 3);
+  a.in_sN = a.C * a.H * a.W;
+  a.in_sC = a.H * a.W;
+  a.in_sH = a.W;
+  a.in_sW = 1;
+  a.coords = coords.typed_data();
+  a.N = dim(coords, 0);
+  a.P = dim(coords, 1);
+  a.batch_index = nullptr;
+  a.align_corners = align_corners;
+  return a;
+}
+
+template <typename ptr_t>
+pointrend::PointValues<ptr_t> dense_points(ptr_t data, int64_t C, int64_t P) {
+  return pointrend::PointValues<ptr_t>{data, C * P, P, 1};
+}
 
 // input (B, C, H, W), coords (B, P, 2).
 inline ffi::Error check_point_sample(const F32& input, const F32& coords) {

@@ -22,30 +22,6 @@ using pointrend::BilinearTaps;
 using pointrend::PointValues;
 using pointrend::SampleArgs;
 
-SampleArgs<float, float> sample_args(const F32& input, const F32& coords, bool align_corners) {
-  SampleArgs<float, float> a;
-  a.input = input.typed_data();
-  a.B = dim(input, 0);
-  a.C = dim(input, 1);
-  a.H = dim(input, 2);
-  a.W = dim(input, 3);
-  a.in_sN = a.C * a.H * a.W;
-  a.in_sC = a.H * a.W;
-  a.in_sH = a.W;
-  a.in_sW = 1;
-  a.coords = coords.typed_data();
-  a.N = dim(coords, 0);
-  a.P = dim(coords, 1);
-  a.batch_index = nullptr;
-  a.align_corners = align_corners;
-  return a;
-}
-
-template <typename ptr_t>
-PointValues<ptr_t> dense_points(ptr_t data, int64_t C, int64_t P) {
-  return PointValues<ptr_t>{data, C * P, P, 1};
-}
-
 // ---- point_sample ---------------------------------------------------------------------------
 
 ffi::Error point_sample_cpu(F32 input, F32 coords, F32Out out, bool align_corners) {

@@ -42,30 +42,6 @@ ffi::Error out_of_memory(const char* op) {
 
 // ---- point_sample ---------------------------------------------------------------------------
 
-pointrend::SampleArgs<float, float> sample_args(const F32& input, const F32& coords, bool align_corners) {
-  pointrend::SampleArgs<float, float> a;
-  a.input = input.typed_data();
-  a.B = dim(input, 0);
-  a.C = dim(input, 1);
-  a.H = dim(input, 2);
-  a.W = dim(input, 3);
-  a.in_sN = a.C * a.H * a.W;
-  a.in_sC = a.H * a.W;
-  a.in_sH = a.W;
-  a.in_sW = 1;
-  a.coords = coords.typed_data();
-  a.N = dim(coords, 0);
-  a.P = dim(coords, 1);
-  a.batch_index = nullptr;
-  a.align_corners = align_corners;
-  return a;
-}
-
-template <typename ptr_t>
-pointrend::PointValues<ptr_t> dense_points(ptr_t data, int64_t C, int64_t P) {
-  return pointrend::PointValues<ptr_t>{data, C * P, P, 1};
-}
-
 ffi::Error point_sample_cuda(cudaStream_t stream, F32 input, F32 coords, F32Out out, bool align_corners) {
   PYOPS_FFI_RETURN_IF_ERROR(check_point_sample(input, coords));
   const auto a = sample_args(input, coords, align_corners);

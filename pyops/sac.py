@@ -376,6 +376,20 @@ def _triton_sac_conv2d_igemm(x, weight, weight_gamma, weight_beta, weight_diff, 
     return y, s, diff, x_mean, y_mean
 
 
+def _reflect2_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of ``F.pad(., (2, 2, 2, 2), mode="reflect")``: (..., H + 4, W + 4) -> (..., H, W),
+    from slices, so deterministic (the CUDA ``reflection_pad2d_backward`` adds with atomics).
+    Padded index p holds original index reflect(p - 2): p = 0, 1 hold 2, 1; p = n + 2, n + 3 hold
+    n - 2, n - 3."""
+    for d in (g.dim() - 2, g.dim() - 1):
+        n = g.shape[d] - 4
+        out = g.narrow(d, 2, n).clone()
+        out.narrow(d, 1, 2).add_(g.narrow(d, 0, 2).flip(d))
+        out.narrow(d, n - 3, 2).add_(g.narrow(d, n + 2, 2).flip(d))
+        g = out
+    return g
+
+
 def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
                                 pre_weight, pre_bias, post_weight, switch, branch_diff, x_mean, y_mean,
                                 stride, padding, dilation, groups):
@@ -438,20 +452,6 @@ def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, 
 
 
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
-
-
-def _reflect2_adjoint(g: torch.Tensor) -> torch.Tensor:
-    """Adjoint of ``F.pad(., (2, 2, 2, 2), mode="reflect")``: (..., H + 4, W + 4) -> (..., H, W),
-    from slices, so deterministic (the CUDA ``reflection_pad2d_backward`` adds with atomics).
-    Padded index p holds original index reflect(p - 2): p = 0, 1 hold 2, 1; p = n + 2, n + 3 hold
-    n - 2, n - 3."""
-    for d in (g.dim() - 2, g.dim() - 1):
-        n = g.shape[d] - 4
-        out = g.narrow(d, 2, n).clone()
-        out.narrow(d, 1, 2).add_(g.narrow(d, 0, 2).flip(d))
-        out.narrow(d, n - 3, 2).add_(g.narrow(d, n + 2, 2).flip(d))
-        g = out
-    return g
 
 
 def _opmath(t: torch.Tensor) -> torch.dtype:

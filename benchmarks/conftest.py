@@ -7,8 +7,12 @@ speed relative to the reference and to the alternative users have today.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+
+ROUND_BUDGET_S = 1.0  # timed seconds per entry, roughly (a slow baseline gets fewer rounds)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -40,7 +44,16 @@ def measure(benchmark):
         benchmark.group = group
         benchmark.name = impl
         benchmark.extra_info.update(impl=impl, role=role, device=device)
-        benchmark.pedantic(timed, warmup_rounds=3, rounds=25 if device == "cuda" else 5, iterations=1)
+        # warm-up (compilation, allocator, autotuning), then about ROUND_BUDGET_S of timed calls:
+        # 25 rounds on the GPU, fewer for slow baselines, at least 5
+        for _ in range(2):
+            timed()
+        start = time.perf_counter()
+        timed()
+        once = time.perf_counter() - start
+        rounds = 25 if device == "cuda" else 5
+        rounds = max(5, min(rounds, int(ROUND_BUDGET_S / max(once, 1e-9))))
+        benchmark.pedantic(timed, warmup_rounds=0, rounds=rounds, iterations=1)
 
     return run
 

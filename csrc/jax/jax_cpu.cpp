@@ -7,7 +7,7 @@
 #include <numeric>
 #include <vector>
 
-#include "../ada/ada.h"
+#include "../ada/ada_cpu_loops.h"
 #include "../linformer/linformer.h"
 #include "../pointrend/point_sample.h"
 #include "checks.h"
@@ -131,87 +131,25 @@ ffi::Error attend_backward_cpu(F32 grad, F32 q, F32 kp, F32 vp, F32 lse, F32 del
 
 // ---- ADA --------------------------------------------------------------------------------------
 
+// The `pfor` of ada_cpu_loops.h: one serial pass.
+const auto serial = [](int64_t n, const auto& body) { body(int64_t(0), n); };
+
 ffi::Error geom_color_cpu(F32 images, F32 G, F32 Cm, F32Out out, bool has_g, bool has_c) {
   PYOPS_FFI_RETURN_IF_ERROR(check_geom_color(images, G, Cm, has_g, has_c));
   const int64_t B = dim(images, 0), C = dim(images, 1), H = dim(images, 2), W = dim(images, 3);
-  const auto x = dense_image<const float>(images.typed_data(), B, C, H, W);
-  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
-  const float* g = if_used<float>(G, has_g);
-  const float* c = if_used<float>(Cm, has_c);
-  if (!g) {
-    for (int64_t b = 0; b < B; ++b) {
-      const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
-      for (int64_t y = 0; y < H; ++y)
-        for (int64_t xx = 0; xx < W; ++xx) {
-          float v[ada::kMaxChannels];
-          for (int64_t ch = 0; ch < C; ++ch) v[ch] = x.data[x.at(b, ch, y, xx)];
-          if (c) ada::apply_color(k, C, v, true);
-          for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, y, xx)] = v[ch];
-        }
-    }
-    return ffi::Error::Success();
-  }
-  const ada::Margin m = ada::batch_margin(g, B, H, W);
-  const int64_t tiles_y = (H + ada::kTile - 1) / ada::kTile, tiles_x = (W + ada::kTile - 1) / ada::kTile;
-  std::vector<float> tile(ada::kMaxChannels * ada::kGridTileSize);
-  for (int64_t t = 0; t < B * tiles_y * tiles_x; ++t) {
-    const int64_t b = t / (tiles_y * tiles_x);
-    const int64_t oy0 = ((t / tiles_x) % tiles_y) * ada::kTile, ox0 = (t % tiles_x) * ada::kTile;
-    const ada::UpMap<float> u = ada::make_upmap(g + 9 * b, m, H, W);
-    const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
-    for (int j = 0; j < ada::kGridTileSize; ++j) ada::tile_grid_sample(x, u, b, oy0, ox0, j, tile.data());
-    for (int ty = 0; ty < ada::kTile && oy0 + ty < H; ++ty)
-      for (int tx = 0; tx < ada::kTile && ox0 + tx < W; ++tx) {
-        float v[ada::kMaxChannels];
-        ada::tile_output(tile.data(), C, ty, tx, v);
-        if (c) ada::apply_color(k, C, v, true);
-        for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, oy0 + ty, ox0 + tx)] = v[ch];
-      }
-  }
+  ada::geom_color_loops(dense_image<const float>(images.typed_data(), B, C, H, W),
+                        dense_image<float>(out->typed_data(), B, C, H, W), if_used<float>(G, has_g),
+                        if_used<float>(Cm, has_c), serial);
   return ffi::Error::Success();
 }
 
 ffi::Error geom_color_backward_cpu(F32 grad, F32 G, F32 Cm, F32Out out, bool has_g, bool has_c) {
   PYOPS_FFI_RETURN_IF_ERROR(check_geom_color(grad, G, Cm, has_g, has_c));
   const int64_t B = dim(grad, 0), C = dim(grad, 1), H = dim(grad, 2), W = dim(grad, 3);
-  const auto gy = dense_image<const float>(grad.typed_data(), B, C, H, W);
-  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
-  const float* g = if_used<float>(G, has_g);
-  const float* c = if_used<float>(Cm, has_c);
-  if (!g) {
-    for (int64_t b = 0; b < B; ++b) {
-      const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
-      for (int64_t y = 0; y < H; ++y)
-        for (int64_t xx = 0; xx < W; ++xx) {
-          float v[ada::kMaxChannels];
-          for (int64_t ch = 0; ch < C; ++ch) v[ch] = gy.data[gy.at(b, ch, y, xx)];
-          if (c) ada::apply_color_t(k, C, v);
-          for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, y, xx)] = v[ch];
-        }
-    }
-    return ffi::Error::Success();
-  }
-  const ada::Margin m = ada::batch_margin(g, B, H, W);
-  const int64_t Hg = 2 * H + 4 * ada::kGeomPad, Wg = 2 * W + 4 * ada::kGeomPad;
-  std::vector<float> gv(B * C * Hg * Wg);
-  for (int64_t b = 0; b < B; ++b) {
-    const ada::Color<float> k = ada::make_color(c ? c + 16 * b : nullptr, C);
-    for (int64_t yy = 0; yy < Hg; ++yy)
-      for (int64_t xx = 0; xx < Wg; ++xx) {
-        float v[ada::kMaxChannels];
-        ada::grid_adjoint(gy, k, c != nullptr, b, yy, xx, v);
-        for (int64_t ch = 0; ch < C; ++ch) gv[((b * C + ch) * Hg + yy) * Wg + xx] = v[ch];
-      }
-  }
-  for (int64_t b = 0; b < B; ++b) {
-    const ada::UpMap<float> u = ada::make_upmap(g + 9 * b, m, H, W);
-    for (int64_t y = 0; y < H; ++y)
-      for (int64_t xx = 0; xx < W; ++xx) {
-        float v[ada::kMaxChannels];
-        ada::pixel_adjoint(gv.data(), C, H, W, u, m, b, y, xx, v);
-        for (int64_t ch = 0; ch < C; ++ch) o.data[o.at(b, ch, y, xx)] = v[ch];
-      }
-  }
+  std::vector<float> gv(has_g ? ada::geom_color_adjoint_scratch(B, C, H, W) : 0);
+  ada::geom_color_adjoint_loops(dense_image<const float>(grad.typed_data(), B, C, H, W),
+                                dense_image<float>(out->typed_data(), B, C, H, W), if_used<float>(G, has_g),
+                                if_used<float>(Cm, has_c), gv.data(), serial);
   return ffi::Error::Success();
 }
 
@@ -219,46 +157,21 @@ ffi::Error filter_cpu(F32 images, F32 filters, F32 sigma, F32 noise, F32 boxes, 
                       bool has_noise, bool has_boxes) {
   PYOPS_FFI_RETURN_IF_ERROR(check_filter(images, filters, sigma, noise, boxes, has_filter, has_noise, has_boxes));
   const int64_t B = dim(images, 0), C = dim(images, 1), H = dim(images, 2), W = dim(images, 3);
-  const auto x = dense_image<const float>(images.typed_data(), B, C, H, W);
-  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
-  const float* hp = if_used<float>(filters, has_filter);
-  const float* sp = if_used<float>(sigma, has_noise);
   const float* np_ = if_used<float>(noise, has_noise);
-  const float* bp = if_used<float>(boxes, has_boxes);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t y = 0; y < H; ++y)
-        for (int64_t xx = 0; xx < W; ++xx) {
-          const int64_t i = x.at(b, c, y, xx);
-          float v = hp ? ada::filter_pixel(x, hp + ada::kFilterTaps * b, b, c, y, xx) : x.data[i];
-          if (sp) v = v + np_[i] * sp[b];
-          if (bp && !ada::cutout_keep(bp + 4 * b, y, xx, H, W)) v = 0.f;
-          o.data[i] = v;
-        }
+  ada::filter_noise_cutout_loops(dense_image<const float>(images.typed_data(), B, C, H, W),
+                                 dense_image<float>(out->typed_data(), B, C, H, W), if_used<float>(filters, has_filter),
+                                 if_used<float>(sigma, has_noise),
+                                 np_ ? dense_image<const float>(np_, B, C, H, W) : ada::Image<const float>{},
+                                 if_used<float>(boxes, has_boxes), serial);
   return ffi::Error::Success();
 }
 
 ffi::Error filter_backward_cpu(F32 grad, F32 filters, F32 boxes, F32Out out, bool has_filter, bool has_boxes) {
   PYOPS_FFI_RETURN_IF_ERROR(check_filter(grad, filters, grad, grad, boxes, has_filter, false, has_boxes));
   const int64_t B = dim(grad, 0), C = dim(grad, 1), H = dim(grad, 2), W = dim(grad, 3);
-  const auto g = dense_image<const float>(grad.typed_data(), B, C, H, W);
-  const auto o = dense_image<float>(out->typed_data(), B, C, H, W);
-  const float* hp = if_used<float>(filters, has_filter);
-  const float* bp = if_used<float>(boxes, has_boxes);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t y = 0; y < H; ++y)
-        for (int64_t xx = 0; xx < W; ++xx) {
-          const float* box = bp ? bp + 4 * b : nullptr;
-          const int64_t i = g.at(b, c, y, xx);
-          float v;
-          if (hp) {
-            v = ada::filter_adjoint_pixel(g, hp + ada::kFilterTaps * b, box, b, c, y, xx);
-          } else {
-            v = (box && !ada::cutout_keep(box, y, xx, H, W)) ? 0.f : g.data[i];
-          }
-          o.data[i] = v;
-        }
+  ada::filter_noise_cutout_adjoint_loops(dense_image<const float>(grad.typed_data(), B, C, H, W),
+                                         dense_image<float>(out->typed_data(), B, C, H, W),
+                                         if_used<float>(filters, has_filter), if_used<float>(boxes, has_boxes), serial);
   return ffi::Error::Success();
 }
 

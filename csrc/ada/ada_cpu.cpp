@@ -16,7 +16,7 @@ namespace {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 // The `pfor` of ada_cpu_loops.h.
-const auto parallel = [](int64_t n, const auto& body) { at::parallel_for(0, n, 1, body); };
+const auto parallel = [](int64_t n, int64_t grain, const auto& body) { at::parallel_for(0, n, grain, body); };
 
 at::Tensor geom_color_cpu(const at::Tensor& images, const std::optional<at::Tensor>& G_,
                           const std::optional<at::Tensor>& C_) {

@@ -1,7 +1,7 @@
 // The CPU loops of the ADA kernels over the per-pixel math of ada.h, shared by the torch CPU
 // kernels (ada_cpu.cpp, in parallel) and the JAX CPU handlers (csrc/jax/jax_cpu.cpp, serially).
-// No ATen: `pfor(n, body)` runs body(begin, end) over chunks of [0, n) (at::parallel_for, or one
-// call body(0, n)). scalar_t is the images' type, T the op-math type of the matrices.
+// No ATen: `pfor(n, grain, body)` runs body(begin, end) over chunks of [0, n) (at::parallel_for,
+// or one call body(0, n)). scalar_t is the images' type, T the op-math type of the matrices.
 #pragma once
 
 #include <vector>
@@ -16,7 +16,7 @@ template <typename scalar_t, typename T, typename PFor>
 void geom_color_loops(const Image<const scalar_t>& x, const Image<scalar_t>& o, const T* g, const T* c,
                       PFor pfor) {
   if (!g) {  // colour only: per pixel
-    pfor(x.B * x.H, [&](int64_t begin, int64_t end) {
+    pfor(x.B * x.H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / x.H, y = r % x.H;
         const Color<T> k = make_color(c ? c + 16 * b : nullptr, x.C);
@@ -33,7 +33,7 @@ void geom_color_loops(const Image<const scalar_t>& x, const Image<scalar_t>& o, 
   // geometric (+ colour): the tiles of the CUDA kernel, so the CPU tests cover its indexing
   const Margin m = batch_margin(g, x.B, x.H, x.W);
   const int64_t tiles_y = (x.H + kTile - 1) / kTile, tiles_x = (x.W + kTile - 1) / kTile;
-  pfor(x.B * tiles_y * tiles_x, [&](int64_t begin, int64_t end) {
+  pfor(x.B * tiles_y * tiles_x, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> tile(kMaxChannels * kGridTileSize);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / (tiles_y * tiles_x);
@@ -65,7 +65,7 @@ void geom_color_adjoint_loops(const Image<const scalar_t>& gy, const Image<scala
                               T* gv, PFor pfor) {
   const int64_t B = gy.B, C = gy.C, H = gy.H, W = gy.W;
   if (!g) {  // colour only: the transposed matrix per pixel
-    pfor(B * H, [&](int64_t begin, int64_t end) {
+    pfor(B * H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
         const Color<T> k = make_color(c ? c + 16 * b : nullptr, C);
@@ -81,7 +81,7 @@ void geom_color_adjoint_loops(const Image<const scalar_t>& gy, const Image<scala
   }
   const Margin m = batch_margin(g, B, H, W);
   const int64_t Hg = 2 * H + 4 * kGeomPad, Wg = 2 * W + 4 * kGeomPad;
-  pfor(B * Hg, [&](int64_t begin, int64_t end) {
+  pfor(B * Hg, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / Hg, yy = r % Hg;
       const Color<T> k = make_color(c ? c + 16 * b : nullptr, C);
@@ -92,7 +92,7 @@ void geom_color_adjoint_loops(const Image<const scalar_t>& gy, const Image<scala
       }
     }
   });
-  pfor(B * H, [&](int64_t begin, int64_t end) {
+  pfor(B * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / H, y = r % H;
       const UpMap<T> u = make_upmap(g + 9 * b, m, H, W);
@@ -110,7 +110,7 @@ void geom_color_adjoint_loops(const Image<const scalar_t>& gy, const Image<scala
 template <typename scalar_t, typename T, typename PFor>
 void filter_noise_cutout_loops(const Image<const scalar_t>& x, const Image<scalar_t>& o, const T* hp, const T* sp,
                                const Image<const T>& n, const T* bp, PFor pfor) {
-  pfor(x.B * x.C * x.H, [&](int64_t begin, int64_t end) {
+  pfor(x.B * x.C * x.H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / (x.C * x.H), c = (r / x.H) % x.C, y = r % x.H;
       for (int64_t xx = 0; xx < x.W; ++xx) {
@@ -127,7 +127,7 @@ void filter_noise_cutout_loops(const Image<const scalar_t>& x, const Image<scala
 template <typename scalar_t, typename T, typename PFor>
 void filter_noise_cutout_adjoint_loops(const Image<const scalar_t>& g, const Image<scalar_t>& o, const T* hp,
                                        const T* bp, PFor pfor) {
-  pfor(g.B * g.C * g.H, [&](int64_t begin, int64_t end) {
+  pfor(g.B * g.C * g.H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / (g.C * g.H), c = (r / g.H) % g.C, y = r % g.H;
       const T* box = bp ? bp + 4 * b : nullptr;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "../ada/ada_cpu_loops.h"
-#include "../linformer/linformer.h"
+#include "../linformer/linformer_cpu_loops.h"
 #include "../pointrend/point_sample.h"
 #include "checks.h"
 #include "ffi_common.h"
@@ -17,6 +17,9 @@
 namespace pyops {
 namespace jaxffi {
 namespace {
+
+// The `pfor` of the shared CPU loops (ada_cpu_loops.h, linformer_cpu_loops.h): one serial pass.
+const auto serial = [](int64_t n, int64_t, const auto& body) { body(int64_t(0), n); };
 
 using pointrend::BilinearTaps;
 using pointrend::PointValues;
@@ -76,28 +79,13 @@ ffi::Error point_sample_backward_input_cpu(F32 grad, F32 input, F32 coords, F32O
 
 // ---- linformer attention ----------------------------------------------------------------------
 
-constexpr int64_t kKeyTile = 64;
-
 ffi::Error attend_cpu(F32 q, F32 kp, F32 vp, F32Out out, F32Out lse, double scale, double dropout_p,
                       int64_t seed) {
   PYOPS_FFI_RETURN_IF_ERROR(check_attend(q, kp, vp));
   const int64_t BH = dim(q, 0) * dim(q, 1), n = dim(q, 2), d = dim(q, 3), k = dim(kp, 2);
-  const auto a = linformer::make_attend_params<float>(d, scale, dropout_p, seed);
-  const float *qs = q.typed_data(), *ks = kp.typed_data(), *vs = vp.typed_data();
-  float *os = out->typed_data(), *ls = lse->typed_data();
-  std::vector<float> acc(d);
-  for (int64_t i = 0; i < BH * n; ++i) {
-    const int64_t bh = i / n;
-    std::fill(acc.begin(), acc.end(), 0.f);
-    float m = -INFINITY, l = 0.f;
-    for (int64_t j0 = 0; j0 < k; j0 += kKeyTile) {
-      const int64_t cnt = std::min(kKeyTile, k - j0);
-      linformer::forward_tile<float, 0>(a, qs + i * d, acc.data(), m, l, ks + (bh * k + j0) * d,
-                                        vs + (bh * k + j0) * d, d, cnt, j0, static_cast<uint64_t>(i));
-    }
-    for (int64_t c = 0; c < d; ++c) os[i * d + c] = acc[c] / l;
-    ls[i] = linformer::finish_row(m, l);
-  }
+  linformer::attend_loops(linformer::make_attend_params<float>(d, scale, dropout_p, seed), q.typed_data(),
+                          kp.typed_data(), vp.typed_data(), out->typed_data(), lse->typed_data(), BH, n, d, k,
+                          serial);
   return ffi::Error::Success();
 }
 
@@ -105,34 +93,17 @@ ffi::Error attend_backward_cpu(F32 grad, F32 q, F32 kp, F32 vp, F32 lse, F32 del
                                F32Out dv, double scale, double dropout_p, int64_t seed) {
   PYOPS_FFI_RETURN_IF_ERROR(check_attend_grad(grad, q, kp, vp, lse, delta));
   const int64_t BH = dim(q, 0) * dim(q, 1), n = dim(q, 2), d = dim(q, 3), k = dim(kp, 2);
-  const auto a = linformer::make_attend_params<float>(d, scale, dropout_p, seed);
-  const float *qs = q.typed_data(), *ks = kp.typed_data(), *vs = vp.typed_data(), *gs = grad.typed_data();
-  const float *ls = lse.typed_data(), *ds = delta.typed_data();
   float *dqs = dq->typed_data(), *dks = dk->typed_data(), *dvs = dv->typed_data();
   std::fill(dqs, dqs + BH * n * d, 0.f);
   std::fill(dks, dks + BH * k * d, 0.f);
   std::fill(dvs, dvs + BH * k * d, 0.f);
-  for (int64_t i = 0; i < BH * n; ++i) {
-    const int64_t bh = i / n;
-    float* dqi = dqs + i * d;
-    linformer::dq_tile<float, 0>(a, qs + i * d, gs + i * d, dqi, ls[i], ds[i], ks + bh * k * d, vs + bh * k * d, d,
-                                 k, 0, static_cast<uint64_t>(i));
-    for (int64_t c = 0; c < d; ++c) dqi[c] *= a.scale;
-  }
-  for (int64_t t = 0; t < BH * k; ++t) {
-    const int64_t bh = t / k, j = t % k;
-    float* dkj = dks + t * d;
-    linformer::dkv_rows<float, 0>(a, ks + t * d, vs + t * d, dkj, dvs + t * d, qs + bh * n * d, gs + bh * n * d,
-                                  ls + bh * n, ds + bh * n, d, n, static_cast<uint64_t>(bh * n), j);
-    for (int64_t c = 0; c < d; ++c) dkj[c] *= a.scale;
-  }
+  linformer::attend_backward_loops(linformer::make_attend_params<float>(d, scale, dropout_p, seed), q.typed_data(),
+                                   kp.typed_data(), vp.typed_data(), grad.typed_data(), lse.typed_data(),
+                                   delta.typed_data(), dqs, dks, dvs, BH, n, d, k, serial);
   return ffi::Error::Success();
 }
 
 // ---- ADA --------------------------------------------------------------------------------------
-
-// The `pfor` of ada_cpu_loops.h: one serial pass.
-const auto serial = [](int64_t n, const auto& body) { body(int64_t(0), n); };
 
 ffi::Error geom_color_cpu(F32 images, F32 G, F32 Cm, F32Out out, bool has_g, bool has_c) {
   PYOPS_FFI_RETURN_IF_ERROR(check_geom_color(images, G, Cm, has_g, has_c));

@@ -1,8 +1,8 @@
 // CPU kernels of the Linformer ops, and the projection GEMMs shared with the CUDA registration.
 //
 // Projection: K' = E^T K per (batch, head) as one at::matmul (masked rows of K zeroed first).
-// Attention: one query row per task, the key loop of linformer.h (the same math the CUDA
-// kernels run); only per-row state is kept, never the n x k scores.
+// Attention: the row loops of linformer_cpu_loops.h (shared with the JAX binding) over the math
+// of linformer.h (the same math the CUDA kernels run), in parallel.
 #include <algorithm>
 #include <vector>
 
@@ -14,6 +14,7 @@
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include "linformer_cpu_loops.h"
 #include "linformer_host.h"
 
 namespace pyops {
@@ -61,8 +62,8 @@ std::tuple<at::Tensor, at::Tensor> project_backward(const at::Tensor& grad, cons
 
 namespace {
 
-constexpr int kKeyTile = 64;
-constexpr int64_t kRowGrain = 16;
+// The `pfor` of linformer_cpu_loops.h.
+const auto parallel = [](int64_t n, int64_t grain, const auto& body) { at::parallel_for(0, n, grain, body); };
 
 std::tuple<at::Tensor, at::Tensor> attend_cpu(const at::Tensor& q, const at::Tensor& kp,
                                               const at::Tensor& vp, double scale,
@@ -84,23 +85,7 @@ std::tuple<at::Tensor, at::Tensor> attend_cpu(const at::Tensor& q, const at::Ten
     const T* vs = vf.const_data_ptr<T>();
     T* os = out.mutable_data_ptr<T>();
     T* ls = lse.mutable_data_ptr<T>();
-    at::parallel_for(0, B * H * n, kRowGrain, [&](int64_t begin, int64_t end) {
-      std::vector<T> acc(d);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t bh = i / n;
-        const T* kt = ks + bh * k * d;
-        const T* vt = vs + bh * k * d;
-        std::fill(acc.begin(), acc.end(), T(0));
-        T m = -INFINITY, l = T(0);
-        for (int64_t j0 = 0; j0 < k; j0 += kKeyTile) {
-          const int64_t cnt = std::min<int64_t>(kKeyTile, k - j0);
-          forward_tile<T, 0>(a, qs + i * d, acc.data(), m, l, kt + j0 * d, vt + j0 * d,
-                                       d, cnt, j0, static_cast<uint64_t>(i));
-        }
-        for (int64_t c = 0; c < d; ++c) os[i * d + c] = acc[c] / l;
-        ls[i] = finish_row(m, l);
-      }
-    });
+    attend_loops(a, qs, ks, vs, os, ls, B * H, n, d, k, parallel);
   });
   return {out.to(q.scalar_type()), lse};
 }
@@ -134,27 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attend_backward_cpu(
       T* dqs = dq.mutable_data_ptr<T>();
       T* dks = dk.mutable_data_ptr<T>();
       T* dvs = dv.mutable_data_ptr<T>();
-      // dQ: one query row per task
-      at::parallel_for(0, B * H * n, kRowGrain, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t bh = i / n;
-          T* dqi = dqs + i * d;
-          dq_tile<T, 0>(a, qs + i * d, gs + i * d, dqi, ls[i], ds[i], ks + bh * k * d,
-                        vs + bh * k * d, d, k, 0, static_cast<uint64_t>(i));
-          for (int64_t c = 0; c < d; ++c) dqi[c] *= a.scale;
-        }
-      });
-      // dK', dV': one projected key per task, summing over every query row
-      at::parallel_for(0, B * H * k, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t bh = t / k, j = t % k;
-          T* dkj = dks + t * d;
-          dkv_rows<T, 0>(a, ks + t * d, vs + t * d, dkj, dvs + t * d, qs + bh * n * d,
-                         gs + bh * n * d, ls + bh * n, ds + bh * n, d, n,
-                         static_cast<uint64_t>(bh * n), j);
-          for (int64_t c = 0; c < d; ++c) dkj[c] *= a.scale;
-        }
-      });
+      attend_backward_loops(a, qs, ks, vs, gs, ls, ds, dqs, dks, dvs, B * H, n, d, k, parallel);
     });
   }
   const auto dtype = q.scalar_type();

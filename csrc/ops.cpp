@@ -66,18 +66,19 @@ TORCH_LIBRARY(pyops, m) {
   // SAC (DetectoRS switchable atrous convolution, no deformable branch). x (N, C, H, W); weight and
   // weight_diff (O, C/groups, kh, kw); weight_gamma/beta (O, 1, 1, 1); switch (1, C, 1, 1) + (1,);
   // pre-context (C, C, 1, 1) + (C,); post-context (O, O, 1, 1) + (O,); bias (O,) added once after
-  // the blend. Returns (out, switch (N, 1, Ho, Wo), small - large branch, GAP(x) (N, C),
-  // GAP(y) (N, O)); the last four are saved for the backward (float, double for double x).
+  // the blend. Returns (out, switch (N, 1, Ho, Wo), small - large branch, x' = x + PreCtx(GAP(x)),
+  // GAP(x) (N, C), GAP(y) (N, O)); the last five are saved for the backward (switch and means
+  // float, double for double x).
 #define PYOPS_SAC_OPS(SUFFIX)                                                                \
   m.def("sac_conv2d" SUFFIX                                                                 \
         "(Tensor x, Tensor weight, Tensor weight_gamma, Tensor weight_beta, "                \
         "Tensor weight_diff, Tensor switch_weight, Tensor switch_bias, Tensor pre_weight, "  \
         "Tensor pre_bias, Tensor post_weight, Tensor post_bias, Tensor? bias, int[2] stride, " \
-        "int[2] padding, int[2] dilation, int groups) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"); \
+        "int[2] padding, int[2] dilation, int groups) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"); \
   m.def("sac_conv2d_backward" SUFFIX                                                        \
-        "(Tensor grad_out, Tensor x, Tensor weight, Tensor weight_gamma, "                   \
+        "(Tensor grad_out, Tensor xp, Tensor weight, Tensor weight_gamma, "                  \
         "Tensor weight_beta, Tensor weight_diff, Tensor switch_weight, Tensor pre_weight, "  \
-        "Tensor pre_bias, Tensor post_weight, Tensor switch, Tensor branch_diff, "           \
+        "Tensor post_weight, Tensor switch, Tensor branch_diff, "                            \
         "Tensor x_mean, Tensor y_mean, int[2] stride, int[2] padding, int[2] dilation, "     \
         "int groups) -> Tensor[]");
   // The backward returns the gradients to (x, weight, weight_gamma, weight_beta, weight_diff,

@@ -36,6 +36,8 @@ import torch
 
 _ARRAY_LIKE_ATTRS = ("__array__", "__array_interface__", "__cuda_array_interface__", "__array_struct__")
 _KDL_CUDA = 2  # DLDeviceType.kDLCUDA
+# argument types that are never arrays (exact types: subclasses take the full check)
+_PLAIN_TYPES = frozenset({torch.Tensor, torch.nn.Parameter, int, float, bool, str, type(None)})
 
 
 def _is_foreign_array(x: Any) -> bool:
@@ -132,6 +134,8 @@ def accepts_arrays(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if all(type(x) in _PLAIN_TYPES for x in args) and all(type(x) in _PLAIN_TYPES for x in kwargs.values()):
+            return fn(*args, **kwargs)  # the common call, checked cheaply (ops are launch-bound)
         values = _arguments(args, kwargs)
         first = next((x for x in values if _is_foreign_array(x) or _is_unsupported_array(x)), None)
         if first is None:

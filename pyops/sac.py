@@ -346,7 +346,7 @@ def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch
     y_mean = large.mean(dim=(2, 3), dtype=acc)
     post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
     large.add_(post.to(large.dtype).view(N, O, 1, 1))
-    return large, s, small, x_mean, y_mean
+    return large, s, small, xp, x_mean, y_mean
 
 
 def _triton_sac_conv2d_igemm(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
@@ -373,7 +373,7 @@ def _triton_sac_conv2d_igemm(x, weight, weight_gamma, weight_beta, weight_diff, 
     y_mean = y_sum / (Ho * Wo)
     post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
     y.add_(post.to(y.dtype).view(N, O, 1, 1))
-    return y, s, diff, x_mean, y_mean
+    return y, s, diff, xp, x_mean, y_mean
 
 
 def _reflect2_adjoint(g: torch.Tensor) -> torch.Tensor:
@@ -390,16 +390,16 @@ def _reflect2_adjoint(g: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
-                                pre_weight, pre_bias, post_weight, switch, branch_diff, x_mean, y_mean,
+def _triton_sac_conv2d_backward(grad_out, xp, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
+                                pre_weight, post_weight, switch, branch_diff, x_mean, y_mean,
                                 stride, padding, dilation, groups):
     from pyops.kernels import sac as k
 
-    fmt = _format(x)
+    fmt = _format(xp)
     cl = fmt == torch.channels_last
-    x = x.contiguous(memory_format=fmt)
-    acc = _opmath(x)
-    N, C, H, W = x.shape
+    xp = xp.contiguous(memory_format=fmt)
+    acc = _opmath(xp)
+    N, C, H, W = xp.shape
     O = weight.shape[0]
     Ho, Wo = branch_diff.shape[2:]
     grad_out = grad_out.contiguous(memory_format=fmt)
@@ -416,7 +416,6 @@ def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, 
     g_switch = torch.empty_like(s)
     k.blend_backward(grad_out, diff, s, ctx_grad, g_small, g_large, g_switch, cl)
 
-    xp = _with_context(x, x_mean.to(acc), pre_weight, pre_bias, fmt)
     w_hat, standard, inv_sigma = _aws(weight, weight_gamma, weight_beta)
     gx_small, gw_small, _ = torch.ops.aten.convolution_backward(
         g_small, xp, w_hat, None, stride, padding, dilation, False, [0, 0], groups, [True, True, False])
@@ -425,7 +424,7 @@ def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, 
         False, [0, 0], groups, [True, True, False])
 
     g_switch_bias = g_switch.sum().view(1)
-    g_pooled = x.new_zeros((N, 1, H, W), dtype=acc)
+    g_pooled = xp.new_zeros((N, 1, H, W), dtype=acc)
     g_pooled[:, :, :: stride[0], :: stride[1]] = g_switch
     g_padded = F.avg_pool2d(F.pad(g_pooled, (4, 4, 4, 4)), 5, 1)
     q = _reflect2_adjoint(g_padded)
@@ -443,7 +442,7 @@ def _triton_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, 
     g_beta = g_w_hat.sum(1).view(O, 1, 1, 1)
     g_std = g_w_hat * weight_gamma.to(acc).view(O, 1)
     g_weight = (g_std - g_std.mean(1, keepdim=True) - standard * ((g_std * standard).sum(1, keepdim=True) / (M - 1))) * inv_sigma
-    dt = x.dtype
+    dt = xp.dtype
     return [
         gxp.to(dt).contiguous(memory_format=fmt), g_weight.view(weight.shape).to(dt), g_gamma.to(dt),
         g_beta.to(dt), gw_large.to(dt).contiguous(), g_switch_weight.to(dt), g_switch_bias.to(dt),
@@ -478,17 +477,18 @@ def _fake_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch_w
     acc = _opmath(x)
     out = x.new_empty((N, O, Ho, Wo)).contiguous(memory_format=fmt)
     diff = x.new_empty((N, O, Ho, Wo)).contiguous(memory_format=fmt)
-    return (out, x.new_empty((N, 1, Ho, Wo), dtype=acc), diff, x.new_empty((N, C), dtype=acc),
+    xp = x.new_empty(x.shape).contiguous(memory_format=fmt)
+    return (out, x.new_empty((N, 1, Ho, Wo), dtype=acc), diff, xp, x.new_empty((N, C), dtype=acc),
             x.new_empty((N, O), dtype=acc))
 
 
-def _fake_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
-                              pre_weight, pre_bias, post_weight, switch, branch_diff, x_mean, y_mean,
+def _fake_sac_conv2d_backward(grad_out, xp, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
+                              pre_weight, post_weight, switch, branch_diff, x_mean, y_mean,
                               stride, padding, dilation, groups):
     O = weight.shape[0]
-    C = x.shape[1]
+    C = xp.shape[1]
     return [
-        x.new_empty(x.shape).contiguous(memory_format=_format(x)),
+        xp.new_empty(xp.shape).contiguous(memory_format=_format(xp)),
         weight.new_empty(weight.shape),
         weight.new_empty(weight_gamma.shape),
         weight.new_empty(weight_beta.shape),
@@ -506,17 +506,22 @@ def _fake_sac_conv2d_backward(grad_out, x, weight, weight_gamma, weight_beta, we
 def _setup_context(ctx, inputs, output):
     (x, weight, gamma, beta, weight_diff, switch_weight, switch_bias, pre_weight, pre_bias,
      post_weight, post_bias, bias, stride, padding, dilation, groups) = inputs
-    _, switch, diff, x_mean, y_mean = output
-    ctx.save_for_backward(x, weight, gamma, beta, weight_diff, switch_weight, pre_weight, pre_bias,
-                          post_weight, switch, diff, x_mean, y_mean)
+    _, switch, diff, xp, x_mean, y_mean = output
+    # x' instead of x: the backward needs only x' (saving it costs no memory the convolutions'
+    # autograd would not hold, and spares recomputing it)
+    ctx.save_for_backward(xp, weight, gamma, beta, weight_diff, switch_weight, pre_weight, post_weight,
+                          switch, diff, x_mean, y_mean)
     ctx.geometry = (stride, padding, dilation, groups)
     ctx.has_bias = bias is not None
+    ctx.set_materialize_grads(False)  # the saved outputs get no gradient: no zero tensors for them
 
 
 def _make_backward(suffix: str):
     backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
 
     def backward(ctx, grad_out, *unused_grads):  # the saved outputs get no gradient
+        if grad_out is None:
+            return (None,) * 16
         grads = backward_op(grad_out, *ctx.saved_tensors, *ctx.geometry)
         g_bias = grads[11] if ctx.has_bias else None
         return (*grads[:11], g_bias, None, None, None, None)

@@ -10,7 +10,9 @@
 # TESTS picks the tests (default: the GPU-marked ones; the CPU suite runs in CI), BENCH the
 # benchmark files (one pytest run, limit and JSON each, merged into bench.json at the end), e.g.
 # TESTS="tests/test_sac.py -m gpu" BENCH=benchmarks/bench_sac.py. SELFCHECK=0 skips `python -m
-# pyops` (the tests cover it); WORKERS sets the test processes. At most 8 files land in $OUT.
+# pyops` (the tests cover it); WORKERS sets the test processes. PROFILE=1 adds
+# scripts/profile_sac.py (profile.log: launches, host and device time per SAConv2d call). At most
+# 8 files land in $OUT (9 with PROFILE=1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -47,6 +49,7 @@ step sanitize "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error
 if "$PY" -c "import pyops.jax" 2>/dev/null; then
   step sanitize_jax "${SANITIZE_LIMIT:-120}" compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" scripts/sanitize_jax.py
 fi
+if [ "${PROFILE:-0}" = 1 ]; then step profile "${PROFILE_LIMIT:-90}" "$PY" scripts/profile_sac.py; fi
 runs=()
 for f in $BENCH; do
   name=$(basename "$f" .py)

@@ -271,10 +271,10 @@ def test_opcheck(device, backend, channels_last, algorithm):
     forward_op = getattr(torch.ops.pyops, "sac_conv2d" + suffix)
     backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
     assert_opcheck(forward_op, (*inputs, *geometry))
-    out, switch, diff, x_mean, y_mean = forward_op(*[t.detach() for t in inputs], *geometry)
+    out, switch, diff, xp, x_mean, y_mean = forward_op(*[t.detach() for t in inputs], *geometry)
     x, w, gamma, beta, wd, sw, sb, pw, pb, qw, qb, b = [t.detach() for t in inputs]
     saved = (switch, diff, x_mean, y_mean)
-    assert_opcheck(backward_op, (torch.randn_like(out), x, w, gamma, beta, wd, sw, pw, pb, qw, *saved, *geometry))
+    assert_opcheck(backward_op, (torch.randn_like(out), xp, w, gamma, beta, wd, sw, pw, qw, *saved, *geometry))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -295,7 +295,7 @@ def test_igemm_saves_what_the_composition_saves(device, backend, channels_last):
     suffix = "_triton" if backend == "triton" else ""
     want = getattr(torch.ops.pyops, "sac_conv2d" + suffix)(*inputs, *geometry)
     got = getattr(torch.ops.pyops, "sac_conv2d_igemm" + suffix)(*inputs, *geometry)
-    for name, a, b in zip(("out", "switch", "branch_diff", "x_mean", "y_mean"), got, want):
+    for name, a, b in zip(("out", "switch", "branch_diff", "xp", "x_mean", "y_mean"), got, want):
         assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride(), name
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7, msg=name)
 

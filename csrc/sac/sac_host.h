@@ -1,8 +1,9 @@
 // Host side of the switchable atrous convolution, shared by the CPU and CUDA registrations:
-// argument checks, and the composition of the layer from ATen calls (the two convolutions and
-// their backward, the small per-channel context and AWS algebra) around three fused steps that
-// each backend implements (`SacKernels`): the switch pre-pass, the forward blend epilogue and
-// the backward blend epilogue.
+// argument checks, and the composition of the layer: the two library convolutions (and their
+// backward) and a few pixel-mean reductions from ATen, everything else in the fused steps each
+// backend implements (`SacKernels`, math in sac.h). The layer is launch-bound at the spec's
+// shapes (the eager module issues ~30 kernels forward and ~100 ATen calls backward), so the
+// composition keeps the count of calls low: about a dozen forward and two dozen backward.
 #pragma once
 
 #include <array>
@@ -10,15 +11,13 @@
 #include <tuple>
 #include <vector>
 
+#include <ATen/Dispatch.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/avg_pool2d.h>
-#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
-#include <ATen/ops/reflection_pad2d.h>
-#include <ATen/ops/zeros.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 
@@ -30,26 +29,70 @@ namespace sac {
 using OptTensor = std::optional<at::Tensor>;
 constexpr double kAwsEps = 1e-5;
 
-// The fused steps of one backend. Tensors arrive dense in the layout `channels_last` says.
+// The fused steps of one backend, each filling outputs the host allocated. Activations arrive
+// dense in the layout `channels_last` says; "op-math" tensors are float (double for double x),
+// contiguous; parameters keep their own dtype (x's).
 struct SacKernels {
-  // (N, H, W) op-math tensor: the switch weight (C,) dotted with x at every pixel.
-  at::Tensor (*switch_dot)(const at::Tensor& x, const at::Tensor& w, bool channels_last);
+  // Context: out (N, J) op-math <- b + W v for v (N, K) op-math, W (J, K, 1, 1), b (J,).
+  void (*linear)(const at::Tensor& v, const at::Tensor& W, const at::Tensor& b, at::Tensor& out);
+  // xp <- x + ctx (ctx (N, C) op-math), z (N, H, W) op-math <- the switch weight w_s (1, C, 1, 1)
+  // dotted with x' at every pixel.
+  void (*context_switch_dot)(const at::Tensor& x, const at::Tensor& ctx, const at::Tensor& w_s,
+                             bool channels_last, at::Tensor& xp, at::Tensor& z);
+  // s (N, Ho, Wo) op-math <- 5x5 reflect-padded mean of z (N, H, W) every (SH, SW) pixels + bias (1,).
+  void (*switch_pool)(const at::Tensor& z, const at::Tensor& bias, int64_t SH, int64_t SW, at::Tensor& s);
+  // q (N, H, W) <- the adjoint of switch_pool (without the bias) applied to g (N, Ho, Wo).
+  void (*switch_pool_adjoint)(const at::Tensor& g, int64_t SH, int64_t SW, at::Tensor& q);
+  // AWS: w_small <- AWS(weight), w_large <- w_small + weight_diff; the outputs in any layout.
+  void (*aws)(const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor& beta,
+              const at::Tensor& weight_diff, at::Tensor& w_small, at::Tensor& w_large);
+  // AWS backward from the two branch weight gradients (any layout): g_weight (contiguous),
+  // g_gamma, g_beta (O, 1, 1, 1).
+  void (*aws_backward)(const at::Tensor& gw_small, const at::Tensor& gw_large, const at::Tensor& weight,
+                       const at::Tensor& gamma, at::Tensor& g_weight, at::Tensor& g_gamma, at::Tensor& g_beta);
   // In place: large <- blend + bias, small <- small - large. s is (N, Ho, Wo) op-math.
   void (*blend_forward)(at::Tensor& small, at::Tensor& large, const at::Tensor& s,
                         const OptTensor& bias, bool channels_last);
-  // (g_small, g_large, g_switch (N, Ho, Wo) op-math); ctx_grad (N, O) op-math.
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*blend_backward)(
-      const at::Tensor& grad_out, const at::Tensor& diff, const at::Tensor& s,
-      const at::Tensor& ctx_grad, bool channels_last);
+  // g_small, g_large (grad_out's layout), g_switch (N, Ho, Wo) op-math; ctx_grad (N, O) op-math.
+  void (*blend_backward)(const at::Tensor& grad_out, const at::Tensor& diff, const at::Tensor& s,
+                         const at::Tensor& ctx_grad, bool channels_last, at::Tensor& g_small,
+                         at::Tensor& g_large, at::Tensor& g_switch);
+  // Context backward (sac.h: LinearBackward) for g (N, J) op-math: g_W (J, K, 1, 1) and g_b (J,)
+  // in W's dtype, g_v (N, K) op-math, g_vbias (K,) in W's dtype unless undefined.
+  void (*linear_backward)(const at::Tensor& g, const at::Tensor& v, const at::Tensor& W, double scale,
+                          at::Tensor& g_W, at::Tensor& g_v, at::Tensor& g_b, at::Tensor& g_vbias);
+  // Per (image, pixel chunk, channel) sums (N, P, C) op-math of gx_small + gx_large + q w_s and of
+  // x' q, chunks of ceil(HW / P) pixels (sac.h: input_grad_sums).
+  void (*input_grad_sums)(const at::Tensor& gx_small, const at::Tensor& gx_large, const at::Tensor& xp,
+                          const at::Tensor& q, const at::Tensor& w_s, bool channels_last,
+                          at::Tensor& ctx_part, at::Tensor& switch_part);
+  // gx <- gx_small + gx_large + q w_s + corr (N, C) op-math, in x's dtype and layout.
+  void (*input_grad)(const at::Tensor& gx_small, const at::Tensor& gx_large, const at::Tensor& q,
+                     const at::Tensor& w_s, const at::Tensor& corr, bool channels_last, at::Tensor& gx);
   // The "igemm" algorithm: both branch convolutions and the blend in one kernel (dual
   // accumulators). xp is x' in the layout `channels_last` says; w_small = AWS(W) and w_large =
-  // AWS(W) + weight_diff are (O, C/g, kh, kw) in x's dtype; s (N, Ho, Wo) and bias are op-math.
-  // Returns (y = blend + bias, small - large, sum of y over the pixels (N, O) op-math), y and the
-  // difference in x's layout. nullptr: the composition (two at::convolution calls + blend_forward).
+  // AWS(W) + weight_diff are (O, C/g, kh, kw) contiguous in x's dtype; s (N, Ho, Wo) and bias are
+  // op-math. Returns (y = blend + bias, small - large, sum of y over the pixels (N, O) op-math), y
+  // and the difference in x's layout. nullptr: the composition (two at::convolution calls + blend_forward).
   std::tuple<at::Tensor, at::Tensor, at::Tensor> (*dual_conv)(
       const at::Tensor& xp, const at::Tensor& w_small, const at::Tensor& w_large, const at::Tensor& s,
       const OptTensor& bias, const DualConvGeom& g, bool channels_last) = nullptr;
 };
+
+// The activation dtypes of the fused steps.
+#define PYOPS_SAC_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+inline Dense4d dense4d(const at::Tensor& t, bool channels_last) {
+  return Dense4d{t.size(0), t.size(1), t.size(2) * t.size(3), channels_last};
+}
+
+inline WeightRow weight_row(const at::Tensor& w) {
+  return WeightRow{w.size(1), w.size(2), w.size(3), w.stride(0), w.stride(1), w.stride(2), w.stride(3)};
+}
+
+// Pixels per chunk of input_grad_sums: enough chunks for a GPU's threads, few enough partials.
+constexpr int64_t kSumChunk = 32;
 
 // The CUDA dual convolution (sac_igemm_cuda.cu), for SacKernels::dual_conv.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dual_conv_cuda(const at::Tensor& xp, const at::Tensor& w_small,
@@ -78,7 +121,7 @@ inline void check_shape(const char* name, const at::Tensor& t, at::IntArrayRef w
 inline void check_sac_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gamma,
                            const at::Tensor& beta, const at::Tensor& weight_diff,
                            const at::Tensor& switch_weight, const at::Tensor& pre_weight,
-                           const at::Tensor& pre_bias, const at::Tensor& post_weight,
+                           const at::Tensor& post_weight,
                            at::IntArrayRef stride, at::IntArrayRef padding,
                            at::IntArrayRef dilation, int64_t groups) {
   TORCH_CHECK(x.dim() == 4, "sac_conv2d: x must be a 4-D (N, C, H, W) tensor, got shape ", x.sizes());
@@ -109,10 +152,8 @@ inline void check_sac_args(const at::Tensor& x, const at::Tensor& weight, const 
   check_shape("weight_diff", weight_diff, weight.sizes());
   check_shape("switch_weight", switch_weight, {1, C, 1, 1});
   check_shape("pre_weight", pre_weight, {C, C, 1, 1});
-  check_shape("pre_bias", pre_bias, {C});
   check_shape("post_weight", post_weight, {O, O, 1, 1});
-  for (const at::Tensor* t : {&weight, &gamma, &beta, &weight_diff, &switch_weight, &pre_weight,
-                              &pre_bias, &post_weight}) {
+  for (const at::Tensor* t : {&weight, &gamma, &beta, &weight_diff, &switch_weight, &pre_weight, &post_weight}) {
     TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(),
                 "sac_conv2d: every parameter must have x's dtype and device (", x.scalar_type(), ", ",
                 x.device(), "), got ", t->scalar_type(), " on ", t->device());
@@ -121,196 +162,181 @@ inline void check_sac_args(const at::Tensor& x, const at::Tensor& weight, const 
 
 inline std::vector<int64_t> times3(at::IntArrayRef v) { return {3 * v[0], 3 * v[1]}; }
 
-// Adjoint of a reflection padding by 2 of the last two dims: (..., H + 4, W + 4) -> (..., H, W).
-// Built from slices, so it is deterministic (ATen's CUDA reflection_pad2d_backward adds with
-// atomics). Padded index p holds original index reflect(p - 2): p = 0, 1 hold 2, 1 and
-// p = n + 2, n + 3 hold n - 2, n - 3.
-inline at::Tensor reflect2_adjoint(const at::Tensor& g) {
-  at::Tensor r = g;
-  for (const int64_t d : {g.dim() - 2, g.dim() - 1}) {
-    const int64_t n = r.size(d) - 4;
-    at::Tensor out = r.narrow(d, 2, n).clone();
-    out.narrow(d, 1, 2).add_(r.narrow(d, 0, 2).flip({d}));
-    out.narrow(d, n - 3, 2).add_(r.narrow(d, n + 2, 2).flip({d}));
-    r = out;
-  }
-  return r;
+// AWS(weight) and AWS(weight) + weight_diff in W's dtype, laid out like x (channels_last weights
+// for channels_last x, which cuDNN takes without a conversion).
+inline std::pair<at::Tensor, at::Tensor> aws_weights(const SacKernels& k, const at::Tensor& weight,
+                                                     const at::Tensor& gamma, const at::Tensor& beta,
+                                                     const at::Tensor& weight_diff, bool channels_last) {
+  const auto opts = weight.options().memory_format(format_of(channels_last));
+  at::Tensor w_small = at::empty(weight.sizes(), opts), w_large = at::empty(weight.sizes(), opts);
+  k.aws(weight.contiguous(), gamma.contiguous(), beta.contiguous(), weight_diff.contiguous(), w_small, w_large);
+  return {w_small, w_large};
 }
 
-// AWS: gamma * (W - mean_o W) / sqrt(var_o W + eps) + beta in op-math, returned in W's dtype;
-// also the standardised weights (O, M) and 1/sigma (O, 1) for the backward.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> aws(const at::Tensor& weight,
-                                                          const at::Tensor& gamma,
-                                                          const at::Tensor& beta) {
-  const auto acc = opmath_type(weight);
-  const int64_t O = weight.size(0);
-  const at::Tensor w = weight.to(acc).reshape({O, -1});
-  const at::Tensor inv_sigma = (w.var(1, /*unbiased=*/true, /*keepdim=*/true) + kAwsEps).rsqrt();
-  const at::Tensor standard = (w - w.mean(1, true)) * inv_sigma;
-  const at::Tensor w_hat = standard * gamma.to(acc).view({O, 1}) + beta.to(acc).view({O, 1});
-  return {w_hat.view(weight.sizes()).to(weight.scalar_type()), standard, inv_sigma};
+// Context of the pixel means v (N, K) op-math: b + W v, (N, J) op-math.
+inline at::Tensor context(const SacKernels& k, const at::Tensor& v, const at::Tensor& W, const at::Tensor& b) {
+  at::Tensor out = at::empty({v.size(0), W.size(0)}, v.options());
+  k.linear(v, W.contiguous(), b.contiguous(), out);
+  return out;
 }
 
-// x' = x + PreCtx(GAP(x)), in x's layout.
-inline at::Tensor with_context(const at::Tensor& x, const at::Tensor& x_mean,
-                               const at::Tensor& pre_weight, const at::Tensor& pre_bias,
-                               bool channels_last) {
-  const int64_t N = x.size(0), C = x.size(1);
-  const auto acc = opmath_type(x);
-  const at::Tensor ctx = at::addmm(pre_bias.to(acc), x_mean, pre_weight.to(acc).view({C, C}).t());
-  return (x + ctx.to(x.scalar_type()).view({N, C, 1, 1})).contiguous(format_of(channels_last));
-}
+// Returns (out, switch (N, 1, Ho, Wo), small - large, x', GAP(x) (N, C), GAP(y) (N, O)); the
+// last five are saved for the backward. Op-math tensors are float (double for double inputs).
+// About a dozen launches: two means, the two contexts, the pre-pass (x' and the switch dot),
+// the pooled switch, AWS, the two convolutions, the blend and the post-context add.
+using SacForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Returns (out, switch (N, 1, Ho, Wo), small - large, GAP(x) (N, C), GAP(y) (N, O)); the last
-// four are saved for the backward. Op-math tensors are float (double for double inputs).
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sac_forward(
+inline SacForward sac_forward(
     const SacKernels& k, const at::Tensor& x_, const at::Tensor& weight, const at::Tensor& gamma,
     const at::Tensor& beta, const at::Tensor& weight_diff, const at::Tensor& switch_weight,
     const at::Tensor& switch_bias, const at::Tensor& pre_weight, const at::Tensor& pre_bias,
     const at::Tensor& post_weight, const at::Tensor& post_bias, const OptTensor& bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  check_sac_args(x_, weight, gamma, beta, weight_diff, switch_weight, pre_weight, pre_bias,
-                 post_weight, stride, padding, dilation, groups);
+  check_sac_args(x_, weight, gamma, beta, weight_diff, switch_weight, pre_weight, post_weight, stride, padding,
+                 dilation, groups);
   // the composition chooses its own precision: no autocast for the ATen calls below
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t O = weight.size(0);
+  check_shape("pre_bias", pre_bias, {x_.size(1)});
   check_shape("switch_bias", switch_bias, {1});
   check_shape("post_bias", post_bias, {O});
   if (bias.has_value()) check_shape("bias", *bias, {O});
-  const bool cl = use_channels_last(x_);
-  const at::Tensor x = x_.contiguous(format_of(cl));
-  const auto acc = opmath_type(x);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-
-  const at::Tensor x_mean = x.mean({2, 3}, false, acc);
-  const at::Tensor xp = with_context(x, x_mean, pre_weight, pre_bias, cl);
-  // switch: pool(reflect(w_s . x')) sampled every `stride` pixels, plus its bias
-  const at::Tensor z = k.switch_dot(xp, switch_weight.to(acc).reshape({C}).contiguous(), cl);
-  const at::Tensor pooled = at::avg_pool2d(at::reflection_pad2d(z.view({N, 1, H, W}), {2, 2, 2, 2}), {5, 5}, {1, 1});
-  const at::Tensor s = (pooled.slice(2, 0, H, stride[0]).slice(3, 0, W, stride[1]) +
-                        switch_bias.to(acc))
-                           .contiguous();
-
-  const at::Tensor w_hat = std::get<0>(aws(weight, gamma, beta));
-  OptTensor b;
-  if (bias.has_value()) b = bias->to(acc).contiguous();
-  if (k.dual_conv != nullptr) {
-    const int64_t Ho = s.size(2), Wo = s.size(3);
-    const DualConvGeom g{N, C, H, W, O, Ho, Wo, weight.size(2), weight.size(3), stride[0], stride[1],
-                         padding[0], padding[1], dilation[0], dilation[1], groups};
-    auto [y, diff, y_sum] = k.dual_conv(xp, w_hat.contiguous(), (w_hat + weight_diff).contiguous(),
-                                        s.view({N, Ho, Wo}), b, g, cl);
-    const at::Tensor y_mean = y_sum / double(Ho * Wo);
-    const at::Tensor post = at::addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view({O, O}).t());
-    y.add_(post.to(y.scalar_type()).view({N, O, 1, 1}));
-    return {y, s.view({N, 1, Ho, Wo}), diff, x_mean, y_mean};
+  std::vector<const at::Tensor*> biases{&pre_bias, &switch_bias, &post_bias};
+  if (bias.has_value()) biases.push_back(&*bias);
+  for (const at::Tensor* t : biases) {
+    TORCH_CHECK(t->scalar_type() == x_.scalar_type() && t->device() == x_.device(),
+                "sac_conv2d: every parameter must have x's dtype and device (", x_.scalar_type(), ", ",
+                x_.device(), "), got ", t->scalar_type(), " on ", t->device());
   }
-  const std::vector<int64_t> no_pad{0, 0};
-  at::Tensor small = at::convolution(xp, w_hat, std::nullopt, stride, padding, dilation, false, no_pad, groups)
-                         .contiguous(format_of(cl));
-  at::Tensor large = at::convolution(xp, w_hat + weight_diff, std::nullopt, stride, times3(padding),
-                                     times3(dilation), false, no_pad, groups)
-                         .contiguous(format_of(cl));
-  TORCH_CHECK(small.sizes() == large.sizes() && small.size(2) == s.size(2) && small.size(3) == s.size(3),
-              "sac_conv2d: internal error: branch sizes ", small.sizes(), " ", large.sizes(),
-              " and switch ", s.sizes(), " differ");
-  const int64_t Ho = small.size(2), Wo = small.size(3);
-  k.blend_forward(small, large, s.view({N, Ho, Wo}), b, cl);  // large <- y, small <- diff
-  const at::Tensor y_mean = large.mean({2, 3}, false, acc);
-  const at::Tensor post = at::addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view({O, O}).t());
-  large.add_(post.to(large.scalar_type()).view({N, O, 1, 1}));
-  return {large, s.view({N, 1, Ho, Wo}), small, x_mean, y_mean};
-}
-
-// Gradients to (x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
-// pre_weight, pre_bias, post_weight, post_bias, bias), each in its input's dtype (bias: x's).
-inline std::vector<at::Tensor> sac_backward(
-    const SacKernels& k, const at::Tensor& grad_out_, const at::Tensor& x_, const at::Tensor& weight,
-    const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& weight_diff,
-    const at::Tensor& switch_weight, const at::Tensor& pre_weight, const at::Tensor& pre_bias,
-    const at::Tensor& post_weight, const at::Tensor& s_, const at::Tensor& diff_,
-    const at::Tensor& x_mean, const at::Tensor& y_mean, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  check_sac_args(x_, weight, gamma, beta, weight_diff, switch_weight, pre_weight, pre_bias,
-                 post_weight, stride, padding, dilation, groups);
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const bool cl = use_channels_last(x_);
   const auto fmt = format_of(cl);
   const at::Tensor x = x_.contiguous(fmt);
   const auto acc = opmath_type(x);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), O = weight.size(0);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Ho = (H - 1) / stride[0] + 1, Wo = (W - 1) / stride[1] + 1;  // the 1x1 switch's size
+
+  // switch pre-pass: x' = x + PreCtx(GAP(x)), s = pool(reflect(w_s . x')) every `stride` pixels + b_s
+  const at::Tensor x_mean = x.mean({2, 3}, false, acc);
+  const at::Tensor ctx = context(k, x_mean, pre_weight, pre_bias);
+  at::Tensor xp = at::empty_like(x, fmt);
+  at::Tensor z = at::empty({N, H, W}, x_mean.options());
+  k.context_switch_dot(x, ctx, switch_weight.contiguous(), cl, xp, z);
+  at::Tensor s = at::empty({N, 1, Ho, Wo}, x_mean.options());
+  k.switch_pool(z, switch_bias, stride[0], stride[1], s);
+
+  OptTensor b;
+  if (bias.has_value()) b = bias->to(acc).contiguous();
+  at::Tensor y, diff;
+  if (k.dual_conv != nullptr) {
+    auto [w_small, w_large] = aws_weights(k, weight, gamma, beta, weight_diff, false);
+    const DualConvGeom g{N, C, H, W, O, Ho, Wo, weight.size(2), weight.size(3), stride[0], stride[1],
+                         padding[0], padding[1], dilation[0], dilation[1], groups};
+    std::tie(y, diff, std::ignore) = k.dual_conv(xp, w_small, w_large, s.view({N, Ho, Wo}), b, g, cl);
+  } else {
+    auto [w_small, w_large] = aws_weights(k, weight, gamma, beta, weight_diff, cl);
+    const std::vector<int64_t> no_pad{0, 0};
+    diff = at::convolution(xp, w_small, std::nullopt, stride, padding, dilation, false, no_pad, groups).contiguous(fmt);
+    y = at::convolution(xp, w_large, std::nullopt, stride, times3(padding), times3(dilation), false, no_pad, groups)
+            .contiguous(fmt);
+    TORCH_CHECK(diff.sizes() == y.sizes() && y.size(2) == Ho && y.size(3) == Wo, "sac_conv2d: internal error: branch sizes ",
+                diff.sizes(), " ", y.sizes(), " and switch ", s.sizes(), " differ");
+    k.blend_forward(diff, y, s.view({N, Ho, Wo}), b, cl);  // y <- blend + bias, diff <- small - large
+  }
+  // post-context: out = y + PostCtx(GAP(y))
+  const at::Tensor y_mean = y.mean({2, 3}, false, acc);
+  y.add_(context(k, y_mean, post_weight, post_bias).view({N, O, 1, 1}));
+  return {y, s, diff, xp, x_mean, y_mean};
+}
+
+// Gradients to (x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
+// pre_weight, pre_bias, post_weight, post_bias, bias), each in x's dtype. xp is the forward's x'.
+inline std::vector<at::Tensor> sac_backward(
+    const SacKernels& k, const at::Tensor& grad_out_, const at::Tensor& xp_, const at::Tensor& weight,
+    const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& weight_diff,
+    const at::Tensor& switch_weight, const at::Tensor& pre_weight, const at::Tensor& post_weight,
+    const at::Tensor& s_, const at::Tensor& diff_, const at::Tensor& x_mean, const at::Tensor& y_mean,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const int64_t O = weight.size(0);
+  check_sac_args(xp_, weight, gamma, beta, weight_diff, switch_weight, pre_weight, post_weight, stride, padding,
+                 dilation, groups);
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const bool cl = use_channels_last(xp_);
+  const auto fmt = format_of(cl);
+  const at::Tensor xp = xp_.contiguous(fmt);
+  const auto acc = opmath_type(xp);
+  const int64_t N = xp.size(0), C = xp.size(1), H = xp.size(2), W = xp.size(3);
   TORCH_CHECK(grad_out_.dim() == 4 && grad_out_.sizes() == diff_.sizes() && grad_out_.size(0) == N &&
                   grad_out_.size(1) == O,
               "sac_conv2d backward: grad_out must have the output's shape ", diff_.sizes(), ", got ",
               grad_out_.sizes());
-  TORCH_CHECK(grad_out_.scalar_type() == x.scalar_type() && diff_.scalar_type() == x.scalar_type(),
+  TORCH_CHECK(grad_out_.scalar_type() == xp.scalar_type() && diff_.scalar_type() == xp.scalar_type(),
               "sac_conv2d backward: grad_out and the saved branch difference must have x's dtype ",
-              x.scalar_type());
+              xp.scalar_type());
   const int64_t Ho = diff_.size(2), Wo = diff_.size(3);
   check_shape("switch (saved)", s_, {N, 1, Ho, Wo});
   check_shape("x_mean (saved)", x_mean, {N, C});
   check_shape("y_mean (saved)", y_mean, {N, O});
+  for (const at::Tensor* t : {&s_, &x_mean, &y_mean}) {
+    TORCH_CHECK(t->scalar_type() == acc, "sac_conv2d backward: the saved switch and means must be ", acc,
+                ", got ", t->scalar_type());
+  }
+  for (const at::Tensor* t : {&grad_out_, &diff_, &s_, &x_mean, &y_mean}) {
+    TORCH_CHECK(t->device() == xp.device(), "sac_conv2d backward: grad_out and the saved tensors must be on ",
+                xp.device(), ", got ", t->device());
+  }
   const at::Tensor grad_out = grad_out_.contiguous(fmt);
   const at::Tensor diff = diff_.contiguous(fmt);
-  const at::Tensor s = s_.to(acc).contiguous().view({N, Ho, Wo});
+  const at::Tensor s = s_.contiguous().view({N, Ho, Wo});
+  const auto opts = x_mean.options();
 
-  // post-context: out = y + Wpost GAP(y) + bpost
+  // post-context: out = y + Wpost GAP(y) + bpost; the bias reaches every pixel of y
   const at::Tensor g_sum = grad_out.sum({2, 3}, false, acc);  // (N, O)
-  const at::Tensor post_w = post_weight.to(acc).view({O, O});
-  const at::Tensor g_post_bias = g_sum.sum(0);
-  const at::Tensor g_post_weight = g_sum.t().mm(y_mean.to(acc)).view({O, O, 1, 1});
-  const at::Tensor ctx_grad = (g_sum.mm(post_w) / double(Ho * Wo)).contiguous();
-  const at::Tensor g_bias = g_post_bias + ctx_grad.sum(0) * double(Ho * Wo);
-  auto [g_small, g_large, g_switch] = k.blend_backward(grad_out, diff, s, ctx_grad, cl);
+  at::Tensor g_post_weight = at::empty_like(post_weight, at::MemoryFormat::Contiguous);
+  at::Tensor g_post_bias = xp.new_empty({O}), g_bias = xp.new_empty({O});
+  at::Tensor ctx_grad = at::empty({N, O}, opts);
+  k.linear_backward(g_sum, y_mean.contiguous(), post_weight.contiguous(), 1.0 / double(Ho * Wo), g_post_weight,
+                    ctx_grad, g_post_bias, g_bias);
+  at::Tensor g_small = at::empty_like(grad_out, fmt), g_large = at::empty_like(grad_out, fmt);
+  at::Tensor g_switch = at::empty({N, Ho, Wo}, opts);
+  k.blend_backward(grad_out, diff, s, ctx_grad, cl, g_small, g_large, g_switch);
 
   // the two convolutions
-  const at::Tensor xp = with_context(x, x_mean.to(acc), pre_weight, pre_bias, cl);
-  auto [w_hat, standard, inv_sigma] = aws(weight, gamma, beta);
+  auto [w_small, w_large] = aws_weights(k, weight, gamma, beta, weight_diff, cl);
   const std::vector<int64_t> no_pad{0, 0};
   auto [gx_small, gw_small, unused_s] = at::convolution_backward(
-      g_small, xp, w_hat, std::nullopt, stride, padding, dilation, false, no_pad, groups, {true, true, false});
+      g_small, xp, w_small, std::nullopt, stride, padding, dilation, false, no_pad, groups, {true, true, false});
   auto [gx_large, gw_large, unused_l] = at::convolution_backward(
-      g_large, xp, w_hat + weight_diff, std::nullopt, stride, times3(padding), times3(dilation), false,
-      no_pad, groups, {true, true, false});
+      g_large, xp, w_large, std::nullopt, stride, times3(padding), times3(dilation), false, no_pad, groups,
+      {true, true, false});
+  gx_small = gx_small.contiguous(fmt);
+  gx_large = gx_large.contiguous(fmt);
 
-  // switch: s = sample_stride(pool5(reflect2(w_s . x'))) + b_s; q = adjoint of the pooling
-  const at::Tensor g_switch_bias = g_switch.sum().view({1});
-  at::Tensor g_pooled = at::zeros({N, 1, H, W}, x.options().dtype(acc));
-  g_pooled.slice(2, 0, H, stride[0]).slice(3, 0, W, stride[1]).copy_(g_switch.view({N, 1, Ho, Wo}));
-  const at::Tensor g_padded = at::avg_pool2d(at::constant_pad_nd(g_pooled, {4, 4, 4, 4}, 0), {5, 5}, {1, 1});
-  const at::Tensor q = reflect2_adjoint(g_padded);  // (N, 1, H, W)
-  const at::Tensor g_switch_weight = (xp.to(acc) * q).sum({0, 2, 3}).view({1, C, 1, 1});
+  // switch: s = sample_stride(pool5(reflect2(w_s . x'))) + b_s; q = dL/d(w_s . x')
+  const at::Tensor g_switch_bias = g_switch.sum().to(xp.scalar_type()).view({1});
+  at::Tensor q = at::empty({N, H, W}, opts);
+  k.switch_pool_adjoint(g_switch, stride[0], stride[1], q);
 
-  // x' = x + Wpre GAP(x) + bpre
-  at::Tensor gxp = gx_small.to(acc).add_(gx_large).add_(q * switch_weight.to(acc).view({1, C, 1, 1}));
-  const at::Tensor g_ctx = gxp.sum({2, 3});  // (N, C)
-  const at::Tensor g_pre_bias = g_ctx.sum(0);
-  const at::Tensor g_pre_weight = g_ctx.t().mm(x_mean.to(acc)).view({C, C, 1, 1});
-  const at::Tensor pre_w = pre_weight.to(acc).view({C, C});
-  gxp.add_((g_ctx.mm(pre_w) / double(H * W)).view({N, C, 1, 1}));
+  // x' = x + Wpre GAP(x) + bpre: the per-image channel sums of dL/dx' feed the pre-context
+  const int64_t chunks = (H * W + kSumChunk - 1) / kSumChunk;
+  at::Tensor ctx_part = at::empty({N, chunks, C}, opts), switch_part = at::empty({N, chunks, C}, opts);
+  const at::Tensor w_s = switch_weight.contiguous();
+  k.input_grad_sums(gx_small, gx_large, xp, q, w_s, cl, ctx_part, switch_part);
+  const at::Tensor g_switch_weight = switch_part.sum({0, 1}).to(xp.scalar_type()).view({1, C, 1, 1});
+  at::Tensor g_pre_weight = at::empty_like(pre_weight, at::MemoryFormat::Contiguous);
+  at::Tensor g_pre_bias = xp.new_empty({C}), corr = at::empty({N, C}, opts), no_vbias;
+  k.linear_backward(ctx_part.sum(1), x_mean.contiguous(), pre_weight.contiguous(), 1.0 / double(H * W),
+                    g_pre_weight, corr, g_pre_bias, no_vbias);
+  at::Tensor gx = at::empty_like(xp, fmt);
+  k.input_grad(gx_small, gx_large, q, w_s, corr, cl, gx);
 
-  // AWS: w_hat = gamma * standard + beta
-  const at::Tensor g_w_hat = (gw_small.to(acc) + gw_large.to(acc)).reshape({O, -1});
-  const int64_t M = g_w_hat.size(1);
-  const at::Tensor g_gamma = (g_w_hat * standard).sum(1).view({O, 1, 1, 1});
-  const at::Tensor g_beta = g_w_hat.sum(1).view({O, 1, 1, 1});
-  const at::Tensor g_std = g_w_hat * gamma.to(acc).view({O, 1});
-  const at::Tensor g_weight =
-      (g_std - g_std.mean(1, true) - standard * ((g_std * standard).sum(1, true) / double(M - 1))) * inv_sigma;
+  // AWS: w_small = gamma * standard + beta, w_large = w_small + weight_diff
+  at::Tensor g_weight = at::empty_like(weight, at::MemoryFormat::Contiguous);
+  at::Tensor g_gamma = at::empty_like(gamma, at::MemoryFormat::Contiguous);
+  at::Tensor g_beta = at::empty_like(beta, at::MemoryFormat::Contiguous);
+  k.aws_backward(gw_small, gw_large, weight.contiguous(), gamma.contiguous(), g_weight, g_gamma, g_beta);
 
-  const auto dt = x.scalar_type();
-  return {gxp.to(dt).contiguous(fmt),
-          g_weight.view(weight.sizes()).to(dt),
-          g_gamma.to(dt),
-          g_beta.to(dt),
-          gw_large.to(dt).contiguous(),
-          g_switch_weight.to(dt),
-          g_switch_bias.to(dt),
-          g_pre_weight.to(dt),
-          g_pre_bias.to(dt),
-          g_post_weight.to(dt),
-          g_post_bias.to(dt),
-          g_bias.to(dt)};
+  return {gx,          g_weight,        g_gamma,       g_beta,     gw_large.contiguous(), g_switch_weight,
+          g_switch_bias, g_pre_weight, g_pre_bias, g_post_weight, g_post_bias,           g_bias};
 }
 
 }  // namespace sac

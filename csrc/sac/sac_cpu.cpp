@@ -130,12 +130,12 @@ void blend_forward_cpu(at::Tensor& small, at::Tensor& large, const at::Tensor& s
     scalar_t* sp = small.mutable_data_ptr<scalar_t>();
     scalar_t* lp = large.mutable_data_ptr<scalar_t>();
     const T* sw = s.const_data_ptr<T>();
-    const T* bp = bias.has_value() ? bias->const_data_ptr<T>() : nullptr;
+    const scalar_t* bp = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, L.numel(), kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         int64_t n, o, p;
         L.decode(i, n, o, p);
-        blend_forward(sp, lp, i, sw[n * L.HW + p], bp ? bp[o] : T(0));
+        blend_forward(sp, lp, i, sw[n * L.HW + p], bp ? static_cast<T>(bp[o]) : T(0));
       }
     });
   });

@@ -1,9 +1,14 @@
 // CUDA kernels of the switchable atrous convolution's fused steps (math in sac.h), plugged into
 // the shared composition of sac_host.h; the two convolutions are cuDNN's (at::convolution).
-// Mappings: the blend forward is one thread per element in storage order (coalesced in both
-// layouts). The switch pre-pass and the blend backward reduce over channels per pixel: in NCHW
-// one thread per pixel loops over the channels (neighbouring threads read neighbouring pixels);
-// in channels_last one warp per pixel, lanes over channels, then a fixed-order warp reduction.
+// Mappings:
+// - elementwise steps (blend forward, input gradient, switch pool and its adjoint): one thread
+//   per output value in storage order (coalesced in both layouts);
+// - the pre-pass and the blend backward reduce over channels per pixel: in NCHW one thread per
+//   pixel loops over the channels (neighbouring threads read neighbouring pixels); in
+//   channels_last one warp per pixel, lanes over channels, then a warp reduction;
+// - per-row reductions of parameters (AWS, the contexts): one warp per row;
+// - the channel sums of the input gradient: one thread per (image, 32-pixel chunk, channel),
+//   partial sums the host adds up, so every reduction has a fixed order (no atomics).
 #include <limits>
 
 #include <ATen/Dispatch.h>
@@ -148,12 +153,12 @@ __global__ void input_grad_kernel(const scalar_t* gx_small, const scalar_t* gx_l
 }
 
 template <typename scalar_t, typename T>
-__global__ void blend_forward_kernel(scalar_t* small, scalar_t* large, const T* s, const T* bias, Dense4d L) {
+__global__ void blend_forward_kernel(scalar_t* small, scalar_t* large, const T* s, const scalar_t* bias, Dense4d L) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= L.numel()) return;
   int64_t n, o, p;
   L.decode(i, n, o, p);
-  blend_forward(small, large, i, s[n * L.HW + p], bias != nullptr ? bias[o] : T(0));
+  blend_forward(small, large, i, s[n * L.HW + p], bias != nullptr ? static_cast<T>(bias[o]) : T(0));
 }
 
 template <typename scalar_t, typename T>
@@ -280,7 +285,7 @@ void blend_forward_cuda(at::Tensor& small, at::Tensor& large, const at::Tensor& 
     using T = opmath_t<scalar_t>;
     blend_forward_kernel<scalar_t, T><<<blocks_for(L.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         small.mutable_data_ptr<scalar_t>(), large.mutable_data_ptr<scalar_t>(), s.const_data_ptr<T>(),
-        bias.has_value() ? bias->const_data_ptr<T>() : nullptr, L);
+        bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr, L);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -50,7 +50,8 @@ struct SacKernels {
   // g_gamma, g_beta (O, 1, 1, 1).
   void (*aws_backward)(const at::Tensor& gw_small, const at::Tensor& gw_large, const at::Tensor& weight,
                        const at::Tensor& gamma, at::Tensor& g_weight, at::Tensor& g_gamma, at::Tensor& g_beta);
-  // In place: large <- blend + bias, small <- small - large. s is (N, Ho, Wo) op-math.
+  // In place: large <- blend + bias, small <- small - large. s is (N, Ho, Wo) op-math, bias (O,)
+  // in x's dtype.
   void (*blend_forward)(at::Tensor& small, at::Tensor& large, const at::Tensor& s,
                         const OptTensor& bias, bool channels_last);
   // g_small, g_large (grad_out's layout), g_switch (N, Ho, Wo) op-math; ctx_grad (N, O) op-math.
@@ -176,7 +177,7 @@ inline std::pair<at::Tensor, at::Tensor> aws_weights(const SacKernels& k, const 
 // Context of the pixel means v (N, K) op-math: b + W v, (N, J) op-math.
 inline at::Tensor context(const SacKernels& k, const at::Tensor& v, const at::Tensor& W, const at::Tensor& b) {
   at::Tensor out = at::empty({v.size(0), W.size(0)}, v.options());
-  k.linear(v, W.contiguous(), b.contiguous(), out);
+  k.linear(v.contiguous(), W.contiguous(), b.contiguous(), out);
   return out;
 }
 
@@ -224,10 +225,10 @@ inline SacForward sac_forward(
   at::Tensor s = at::empty({N, 1, Ho, Wo}, x_mean.options());
   k.switch_pool(z, switch_bias, stride[0], stride[1], s);
 
-  OptTensor b;
-  if (bias.has_value()) b = bias->to(acc).contiguous();
   at::Tensor y, diff;
   if (k.dual_conv != nullptr) {
+    OptTensor b;  // the dual convolution takes an op-math bias
+    if (bias.has_value()) b = bias->to(acc).contiguous();
     auto [w_small, w_large] = aws_weights(k, weight, gamma, beta, weight_diff, false);
     const DualConvGeom g{N, C, H, W, O, Ho, Wo, weight.size(2), weight.size(3), stride[0], stride[1],
                          padding[0], padding[1], dilation[0], dilation[1], groups};
@@ -240,6 +241,8 @@ inline SacForward sac_forward(
             .contiguous(fmt);
     TORCH_CHECK(diff.sizes() == y.sizes() && y.size(2) == Ho && y.size(3) == Wo, "sac_conv2d: internal error: branch sizes ",
                 diff.sizes(), " ", y.sizes(), " and switch ", s.sizes(), " differ");
+    OptTensor b;
+    if (bias.has_value()) b = bias->contiguous();
     k.blend_forward(diff, y, s.view({N, Ho, Wo}), b, cl);  // y <- blend + bias, diff <- small - large
   }
   // post-context: out = y + PostCtx(GAP(y))
@@ -290,7 +293,7 @@ inline std::vector<at::Tensor> sac_backward(
   const auto opts = x_mean.options();
 
   // post-context: out = y + Wpost GAP(y) + bpost; the bias reaches every pixel of y
-  const at::Tensor g_sum = grad_out.sum({2, 3}, false, acc);  // (N, O)
+  const at::Tensor g_sum = grad_out.sum({2, 3}, false, acc).contiguous();  // (N, O)
   at::Tensor g_post_weight = at::empty_like(post_weight, at::MemoryFormat::Contiguous);
   at::Tensor g_post_bias = xp.new_empty({O}), g_bias = xp.new_empty({O});
   at::Tensor ctx_grad = at::empty({N, O}, opts);

@@ -4,23 +4,24 @@
 Backends: ``"cpu"`` (C++), ``"cuda"`` (CUDA C++), ``"triton"``, ``"reference"``. Each of the
 first three runs the forward by one of two algorithms (``algorithm=``):
 
-``"composition"``  two library convolutions (cuDNN on GPU) plus fused kernels for the switch
-                   pre-pass and the blend epilogue
+``"composition"``  two library convolutions (cuDNN on GPU) plus fused kernels for everything
+                   else: AWS, the two contexts, the switch pre-pass and pooling, the blend
 ``"igemm"``        one dual-accumulator implicit-GEMM kernel for both convolutions and the blend:
                    one output tile, two accumulators (dilation d and 3d taps), the epilogue writes
-                   the blend and the per-channel sums the post-context needs (CUDA: WMMA tensor
-                   cores for float16/bfloat16; Triton: ``tl.dot``; CPU: a direct convolution)
+                   the blend (CUDA: WMMA tensor cores for float16/bfloat16; Triton: ``tl.dot``;
+                   CPU: a direct convolution)
 
-Both share the switch pre-pass, the post-context and the backward (the composition's: library
-convolution backward plus fused kernels). :func:`default_algorithm` is the one place that picks
-the default.
+Both share the switch pre-pass, AWS, the post-context and the backward (the composition's:
+library convolution backward plus fused kernels). The C++/CUDA steps are in
+``csrc/sac/sac_host.h``, the Triton ones mirror them step for step. At the spec's shapes the
+layer is launch-bound, so the steps are few: about a dozen calls forward, two dozen backward.
+:func:`default_algorithm` is the one place that picks the default.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pyops import _backend, _extension, _scripting, _selfcheck
 from pyops._interop import accepts_arrays
@@ -291,163 +292,165 @@ def _post_load_hook(module, incompatible_keys):
 
 
 # ---- kernels of the pyops::sac_*_triton operators: the composition of csrc/sac/sac_host.h ----
-# with Triton kernels for the fused steps. Registered for CUDA tensors, and for CPU tensors so the
-# Triton interpreter can run them in tests; pyops.kernels (and triton) are imported on first use.
+# step for step (the same ATen calls), with the Triton kernels of pyops.kernels.sac for the fused
+# steps. Registered for CUDA tensors, and for CPU tensors so the Triton interpreter can run them
+# in tests; pyops.kernels (and triton) are imported on first use.
 
 
-def _aws(weight, gamma, beta):
-    """(AWS weight in weight's dtype, standardised weights (O, M), 1 / sigma (O, 1)) in op-math."""
-    O = weight.shape[0]
-    w = weight.to(_opmath(weight)).reshape(O, -1)
-    inv_sigma = torch.rsqrt(w.var(dim=1, keepdim=True) + AWS_EPS)
-    standard = (w - w.mean(dim=1, keepdim=True)) * inv_sigma
-    w_hat = standard * gamma.to(w.dtype).view(O, 1) + beta.to(w.dtype).view(O, 1)
-    return w_hat.view(weight.shape).to(weight.dtype), standard, inv_sigma
+def _empty(shape, like, fmt=torch.contiguous_format):
+    """An uninitialised tensor in like's dtype and device: one ATen call, as at::empty in the C++
+    host (new_empty and empty_like issue two)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
-def _with_context(x, x_mean, pre_weight, pre_bias, fmt):
-    N, C = x.shape[:2]
-    ctx = torch.addmm(pre_bias.to(x_mean.dtype), x_mean, pre_weight.to(x_mean.dtype).view(C, C).t())
-    return (x + ctx.to(x.dtype).view(N, C, 1, 1)).contiguous(memory_format=fmt)
+def _aws(k, weight, gamma, beta, weight_diff, fmt, tap_major=False):
+    """AWS(weight) and AWS(weight) + weight_diff in weight's dtype (sac_host.h aws_weights), in
+    x's layout ``fmt`` (channels_last weights for channels_last x, which cuDNN takes as they are),
+    or (kh, kw, C/g, O) contiguous for the dual convolution (``tap_major``)."""
+    if tap_major:
+        O, Cg, KH, KW = weight.shape
+        w_small, w_large = _empty((KH, KW, Cg, O), weight), _empty((KH, KW, Cg, O), weight)
+    else:
+        w_small, w_large = _empty(weight.shape, weight, fmt), _empty(weight.shape, weight, fmt)
+    k.aws(weight.contiguous(), gamma.contiguous(), beta.contiguous(), weight_diff.contiguous(), AWS_EPS,
+          w_small, w_large, tap_major)
+    return w_small, w_large
 
 
-def _triton_prepass(x, switch_weight, switch_bias, pre_weight, pre_bias, stride):
-    """(x', GAP(x) (N, C), switch (N, 1, Ho, Wo)) with the Triton switch kernel; op-math means."""
-    from pyops.kernels import sac as k
+def _context(k, v, W, b):
+    """Context of the pixel means v (N, K) op-math: b + W v, (N, J) op-math."""
+    out = _empty((v.shape[0], W.shape[0]), v)
+    k.linear(v, W.contiguous(), b.contiguous(), out)
+    return out
 
+
+def _triton_prepass(k, x, switch_weight, switch_bias, pre_weight, pre_bias, stride):
+    """The switch pre-pass of x (dense in its layout): (x' = x + PreCtx(GAP(x)), GAP(x) (N, C),
+    switch s = pool5(reflect2(w_s . x')) every ``stride`` pixels + b_s (N, 1, Ho, Wo)), the mean
+    and the switch op-math."""
     fmt = _format(x)
-    acc = _opmath(x)
     N, C, H, W = x.shape
-    x_mean = x.mean(dim=(2, 3), dtype=acc)
-    xp = _with_context(x, x_mean, pre_weight, pre_bias, fmt)
-    z = x.new_empty((N, H, W), dtype=acc)
-    k.switch_dot(xp, switch_weight.to(acc).reshape(C).contiguous(), z, fmt == torch.channels_last)
-    pooled = F.avg_pool2d(F.pad(z.view(N, 1, H, W), (2, 2, 2, 2), mode="reflect"), 5, 1)
-    s = (pooled[:, :, :: stride[0], :: stride[1]] + switch_bias.to(acc)).contiguous()
+    x_mean = x.mean(dim=(2, 3), dtype=_opmath(x))
+    ctx = _context(k, x_mean, pre_weight, pre_bias)
+    xp = _empty(x.shape, x, fmt)
+    z = _empty((N, H, W), x_mean)
+    k.context_switch_dot(x, ctx, switch_weight.contiguous(), fmt == torch.channels_last, xp, z)
+    s = _empty((N, 1, (H - 1) // stride[0] + 1, (W - 1) // stride[1] + 1), x_mean)
+    k.switch_pool(z, switch_bias, stride, s)
     return xp, x_mean, s
+
+
+def _post_context(k, y, post_weight, post_bias):
+    """In place: y <- y + PostCtx(GAP(y)); returns GAP(y) (N, O) op-math."""
+    y_mean = y.mean(dim=(2, 3), dtype=_opmath(y))
+    y.add_(_context(k, y_mean, post_weight, post_bias).view(*y.shape[:2], 1, 1))
+    return y_mean
 
 
 def _triton_sac_conv2d(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
                        pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups):
+    """The composition forward (sac_host.h sac_forward): the pre-pass, AWS, two library
+    convolutions, the blend (+ bias) and the post-context."""
     from pyops.kernels import sac as k
 
     fmt = _format(x)
-    cl = fmt == torch.channels_last
     x = x.contiguous(memory_format=fmt)
-    acc = _opmath(x)
-    N = x.shape[0]
-    O = weight.shape[0]
-    xp, x_mean, s = _triton_prepass(x, switch_weight, switch_bias, pre_weight, pre_bias, stride)
-    w_hat = _aws(weight, weight_gamma, weight_beta)[0]
-    small = F.conv2d(xp, w_hat, None, stride, padding, dilation, groups).contiguous(memory_format=fmt)
-    large = F.conv2d(xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
-                     groups).contiguous(memory_format=fmt)
-    k.blend_forward(small, large, s, None if bias is None else bias.to(acc).contiguous(), cl)
-    y_mean = large.mean(dim=(2, 3), dtype=acc)
-    post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
-    large.add_(post.to(large.dtype).view(N, O, 1, 1))
-    return large, s, small, xp, x_mean, y_mean
+    xp, x_mean, s = _triton_prepass(k, x, switch_weight, switch_bias, pre_weight, pre_bias, stride)
+    w_small, w_large = _aws(k, weight, weight_gamma, weight_beta, weight_diff, fmt)
+    diff = torch.convolution(xp, w_small, None, stride, padding, dilation, False, [0, 0],
+                             groups).contiguous(memory_format=fmt)
+    y = torch.convolution(xp, w_large, None, stride, [3 * v for v in padding], [3 * v for v in dilation], False,
+                          [0, 0], groups).contiguous(memory_format=fmt)
+    # y <- blend + bias, diff <- small - large
+    k.blend_forward(diff, y, s, None if bias is None else bias.contiguous(), fmt == torch.channels_last)
+    y_mean = _post_context(k, y, post_weight, post_bias)
+    return y, s, diff, xp, x_mean, y_mean
 
 
 def _triton_sac_conv2d_igemm(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
                              pre_weight, pre_bias, post_weight, post_bias, bias, stride, padding, dilation,
                              groups):
-    """The "igemm" forward: the Triton pre-pass, then one dual-accumulator kernel for both
-    convolutions, the blend and the pixel sums of y; the post-context is a broadcast add."""
+    """The "igemm" forward: the composition's pre-pass, AWS and post-context around one
+    dual-accumulator kernel for both convolutions and the blend (+ bias)."""
     from pyops.kernels import sac as k
 
     fmt = _format(x)
     x = x.contiguous(memory_format=fmt)
-    acc = _opmath(x)
-    N = x.shape[0]
-    O = weight.shape[0]
-    xp, x_mean, s = _triton_prepass(x, switch_weight, switch_bias, pre_weight, pre_bias, stride)
-    Ho, Wo = s.shape[2:]
-    w_hat = _aws(weight, weight_gamma, weight_beta)[0]
-    w_small = w_hat.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C/g, O)
-    w_large = (w_hat + weight_diff).permute(2, 3, 1, 0).contiguous()
-    y = torch.empty((N, O, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=fmt)
-    diff = torch.empty_like(y)
-    y_sum = k.dual_conv(xp, w_small, w_large, s.view(N, Ho, Wo), None if bias is None else bias.to(acc).contiguous(),
-                        y, diff, stride, padding, dilation, groups)
-    y_mean = y_sum / (Ho * Wo)
-    post = torch.addmm(post_bias.to(acc), y_mean, post_weight.to(acc).view(O, O).t())
-    y.add_(post.to(y.dtype).view(N, O, 1, 1))
+    xp, x_mean, s = _triton_prepass(k, x, switch_weight, switch_bias, pre_weight, pre_bias, stride)
+    w_small, w_large = _aws(k, weight, weight_gamma, weight_beta, weight_diff, fmt, tap_major=True)
+    y = _empty((x.shape[0], weight.shape[0], *s.shape[2:]), x, fmt)
+    diff = _empty(y.shape, x, fmt)
+    # its per-tile pixel sums of y go unused: the post-context takes the mean of the rounded y, as
+    # the composition does
+    k.dual_conv(xp, w_small, w_large, s, None if bias is None else bias.contiguous(), y, diff, stride, padding,
+                dilation, groups)
+    y_mean = _post_context(k, y, post_weight, post_bias)
     return y, s, diff, xp, x_mean, y_mean
-
-
-def _reflect2_adjoint(g: torch.Tensor) -> torch.Tensor:
-    """Adjoint of ``F.pad(., (2, 2, 2, 2), mode="reflect")``: (..., H + 4, W + 4) -> (..., H, W),
-    from slices, so deterministic (the CUDA ``reflection_pad2d_backward`` adds with atomics).
-    Padded index p holds original index reflect(p - 2): p = 0, 1 hold 2, 1; p = n + 2, n + 3 hold
-    n - 2, n - 3."""
-    for d in (g.dim() - 2, g.dim() - 1):
-        n = g.shape[d] - 4
-        out = g.narrow(d, 2, n).clone()
-        out.narrow(d, 1, 2).add_(g.narrow(d, 0, 2).flip(d))
-        out.narrow(d, n - 3, 2).add_(g.narrow(d, n + 2, 2).flip(d))
-        g = out
-    return g
 
 
 def _triton_sac_conv2d_backward(grad_out, xp, weight, weight_gamma, weight_beta, weight_diff, switch_weight,
                                 pre_weight, post_weight, switch, branch_diff, x_mean, y_mean,
                                 stride, padding, dilation, groups):
+    """The backward (sac_host.h sac_backward): gradients to (x, weight, weight_gamma, weight_beta,
+    weight_diff, switch_weight, switch_bias, pre_weight, pre_bias, post_weight, post_bias, bias) in
+    x's dtype, from x' and the saved switch, branch difference and means."""
     from pyops.kernels import sac as k
 
     fmt = _format(xp)
     cl = fmt == torch.channels_last
     xp = xp.contiguous(memory_format=fmt)
-    acc = _opmath(xp)
+    dt = xp.dtype
     N, C, H, W = xp.shape
     O = weight.shape[0]
     Ho, Wo = branch_diff.shape[2:]
     grad_out = grad_out.contiguous(memory_format=fmt)
     diff = branch_diff.contiguous(memory_format=fmt)
-    s = switch.to(acc).contiguous()
+    s = switch.contiguous()
 
-    g_sum = grad_out.sum(dim=(2, 3), dtype=acc)
-    g_post_bias = g_sum.sum(0)
-    g_post_weight = (g_sum.t() @ y_mean.to(acc)).view(O, O, 1, 1)
-    ctx_grad = ((g_sum @ post_weight.to(acc).view(O, O)) / (Ho * Wo)).contiguous()
-    g_bias = g_post_bias + ctx_grad.sum(0) * (Ho * Wo)
-    g_small = torch.empty_like(grad_out, memory_format=fmt)
-    g_large = torch.empty_like(grad_out, memory_format=fmt)
-    g_switch = torch.empty_like(s)
+    # post-context: out = y + Wpost GAP(y) + bpost; the bias reaches every pixel of y
+    g_sum = grad_out.sum(dim=(2, 3), dtype=_opmath(xp))  # (N, O)
+    g_post_weight, g_post_bias, g_bias = _empty(post_weight.shape, xp), _empty((O,), xp), _empty((O,), xp)
+    ctx_grad = _empty((N, O), x_mean)
+    k.linear_backward(g_sum, y_mean.contiguous(), post_weight.contiguous(), Ho * Wo, g_post_weight, ctx_grad,
+                      g_post_bias, g_bias)
+    g_small, g_large = _empty(grad_out.shape, xp, fmt), _empty(grad_out.shape, xp, fmt)
+    g_switch = _empty((N, Ho, Wo), x_mean)
     k.blend_backward(grad_out, diff, s, ctx_grad, g_small, g_large, g_switch, cl)
 
-    w_hat, standard, inv_sigma = _aws(weight, weight_gamma, weight_beta)
+    # the two convolutions
+    w_small, w_large = _aws(k, weight, weight_gamma, weight_beta, weight_diff, fmt)
     gx_small, gw_small, _ = torch.ops.aten.convolution_backward(
-        g_small, xp, w_hat, None, stride, padding, dilation, False, [0, 0], groups, [True, True, False])
+        g_small, xp, w_small, None, stride, padding, dilation, False, [0, 0], groups, [True, True, False])
     gx_large, gw_large, _ = torch.ops.aten.convolution_backward(
-        g_large, xp, w_hat + weight_diff, None, stride, [3 * v for v in padding], [3 * v for v in dilation],
-        False, [0, 0], groups, [True, True, False])
+        g_large, xp, w_large, None, stride, [3 * v for v in padding], [3 * v for v in dilation], False, [0, 0],
+        groups, [True, True, False])
+    gx_small = gx_small.contiguous(memory_format=fmt)
+    gx_large = gx_large.contiguous(memory_format=fmt)
 
-    g_switch_bias = g_switch.sum().view(1)
-    g_pooled = xp.new_zeros((N, 1, H, W), dtype=acc)
-    g_pooled[:, :, :: stride[0], :: stride[1]] = g_switch
-    g_padded = F.avg_pool2d(F.pad(g_pooled, (4, 4, 4, 4)), 5, 1)
-    q = _reflect2_adjoint(g_padded)
-    g_switch_weight = (xp.to(acc) * q).sum(dim=(0, 2, 3)).view(1, C, 1, 1)
+    # switch: s = sample_stride(pool5(reflect2(w_s . x'))) + b_s; q = dL/d(w_s . x')
+    g_switch_bias = g_switch.sum().to(dt).view(1)
+    q = _empty((N, H, W), x_mean)
+    k.switch_pool_adjoint(g_switch, stride, q)
 
-    gxp = gx_small.to(acc) + gx_large + q * switch_weight.to(acc).view(1, C, 1, 1)
-    g_ctx = gxp.sum(dim=(2, 3))
-    g_pre_bias = g_ctx.sum(0)
-    g_pre_weight = (g_ctx.t() @ x_mean.to(acc)).view(C, C, 1, 1)
-    gxp = gxp + ((g_ctx @ pre_weight.to(acc).view(C, C)) / (H * W)).view(N, C, 1, 1)
+    # x' = x + Wpre GAP(x) + bpre: the per-image channel sums of dL/dx' feed the pre-context
+    chunks = (H * W + k.SUM_CHUNK - 1) // k.SUM_CHUNK
+    ctx_part, switch_part = _empty((N, chunks, C), x_mean), _empty((N, chunks, C), x_mean)
+    w_s = switch_weight.contiguous()
+    k.input_grad_sums(gx_small, gx_large, xp, q, w_s, cl, ctx_part, switch_part)
+    g_switch_weight = switch_part.sum(dim=(0, 1)).to(dt).view(1, C, 1, 1)
+    g_pre_weight, g_pre_bias, corr = _empty(pre_weight.shape, xp), _empty((C,), xp), _empty((N, C), x_mean)
+    k.linear_backward(ctx_part.sum(1), x_mean.contiguous(), pre_weight.contiguous(), H * W, g_pre_weight, corr,
+                      g_pre_bias)
+    gx = _empty(xp.shape, xp, fmt)
+    k.input_grad(gx_small, gx_large, q, w_s, corr, cl, gx)
 
-    g_w_hat = (gw_small.to(acc) + gw_large.to(acc)).reshape(O, -1)
-    M = g_w_hat.shape[1]
-    g_gamma = (g_w_hat * standard).sum(1).view(O, 1, 1, 1)
-    g_beta = g_w_hat.sum(1).view(O, 1, 1, 1)
-    g_std = g_w_hat * weight_gamma.to(acc).view(O, 1)
-    g_weight = (g_std - g_std.mean(1, keepdim=True) - standard * ((g_std * standard).sum(1, keepdim=True) / (M - 1))) * inv_sigma
-    dt = xp.dtype
-    return [
-        gxp.to(dt).contiguous(memory_format=fmt), g_weight.view(weight.shape).to(dt), g_gamma.to(dt),
-        g_beta.to(dt), gw_large.to(dt).contiguous(), g_switch_weight.to(dt), g_switch_bias.to(dt),
-        g_pre_weight.to(dt), g_pre_bias.to(dt), g_post_weight.to(dt), g_post_bias.to(dt), g_bias.to(dt),
-    ]
+    # AWS: w_small = gamma * standard + beta, w_large = w_small + weight_diff
+    g_weight, g_gamma, g_beta = _empty(weight.shape, xp), _empty(weight_gamma.shape, xp), _empty(weight_beta.shape, xp)
+    k.aws_backward(gw_small, gw_large, weight.contiguous(), weight_gamma.contiguous(), AWS_EPS, g_weight, g_gamma,
+                   g_beta)
+
+    return [gx, g_weight, g_gamma, g_beta, gw_large.contiguous(), g_switch_weight, g_switch_bias, g_pre_weight,
+            g_pre_bias, g_post_weight, g_post_bias, g_bias]
 
 
 # ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------

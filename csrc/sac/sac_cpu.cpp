@@ -75,6 +75,13 @@ void switch_pool_adjoint_cpu(const at::Tensor& g, int64_t SH, int64_t SW, at::Te
   });
 }
 
+// Mean and 1 / sigma of row o of the weight w.
+template <typename scalar_t, typename T>
+void aws_stats(const scalar_t* w, WeightRow R, int64_t o, T& mean, T& inv_sigma) {
+  mean = row_sum<scalar_t, T>(w, R, o, 0, 1) / static_cast<T>(R.M());
+  inv_sigma = aws_inv_sigma(row_sq_dev(w, R, o, mean, 0, 1), R.M(), T(kAwsEps));
+}
+
 void aws_cpu(const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& weight_diff,
              at::Tensor& w_small, at::Tensor& w_large) {
   const WeightRow R = weight_row(weight), Ro = weight_row(w_small);
@@ -88,8 +95,8 @@ void aws_cpu(const at::Tensor& weight, const at::Tensor& gamma, const at::Tensor
     scalar_t* wl = w_large.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, weight.size(0), 1, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
-        const T mean = row_sum<scalar_t, T>(w, R, o, 0, 1) / static_cast<T>(R.M());
-        const T inv_sigma = aws_inv_sigma(row_sq_dev(w, R, o, mean, 0, 1), R.M(), T(kAwsEps));
+        T mean, inv_sigma;
+        aws_stats(w, R, o, mean, inv_sigma);
         aws_write(w, wd, R, Ro, o, mean, inv_sigma, static_cast<T>(g[o]), static_cast<T>(b[o]), 0, 1, ws, wl);
       }
     });
@@ -110,9 +117,8 @@ void aws_backward_cpu(const at::Tensor& gw_small, const at::Tensor& gw_large, co
     scalar_t* gb = g_beta.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, weight.size(0), 1, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
-        const T mean = row_sum<scalar_t, T>(w, R, o, 0, 1) / static_cast<T>(R.M());
-        const T inv_sigma = aws_inv_sigma(row_sq_dev(w, R, o, mean, 0, 1), R.M(), T(kAwsEps));
-        T sum_g, sum_g_std;
+        T mean, inv_sigma, sum_g, sum_g_std;
+        aws_stats(w, R, o, mean, inv_sigma);
         aws_grad_sums(gs, Rs, gl, Rl, w, R, o, mean, inv_sigma, 0, 1, sum_g, sum_g_std);
         aws_grad_write(gs, Rs, gl, Rl, w, R, o, mean, inv_sigma, static_cast<T>(gm[o]), sum_g, sum_g_std, 0, 1, gw);
         gg[o] = static_cast<scalar_t>(sum_g_std);

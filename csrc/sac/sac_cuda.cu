@@ -96,6 +96,14 @@ __global__ void switch_pool_adjoint_kernel(const T* g, int64_t N, int64_t H, int
   q[i] = switch_pool_adjoint(g, H, W, Ho, Wo, SH, SW, i / (H * W), (i / W) % H, i % W);
 }
 
+// Mean and 1 / sigma of row o of the weight w, by the warp (lane = threadIdx.x); every lane gets them.
+template <typename scalar_t, typename T>
+__device__ void warp_aws_stats(const scalar_t* w, WeightRow R, int64_t o, T eps, T& mean, T& inv_sigma) {
+  const int64_t lane = threadIdx.x;
+  mean = warp_sum(row_sum<scalar_t, T>(w, R, o, lane, kWarp)) / static_cast<T>(R.M());
+  inv_sigma = aws_inv_sigma(warp_sum(row_sq_dev(w, R, o, mean, lane, kWarp)), R.M(), eps);
+}
+
 // AWS: one warp (threadIdx.y) per output channel o, lanes over the row.
 template <typename scalar_t, typename T>
 __global__ void aws_kernel(const scalar_t* w, const scalar_t* weight_diff, const scalar_t* gamma,
@@ -104,8 +112,8 @@ __global__ void aws_kernel(const scalar_t* w, const scalar_t* weight_diff, const
   const int64_t o = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (o >= O) return;  // the whole warp leaves together
   const int64_t lane = threadIdx.x;
-  const T mean = warp_sum(row_sum<scalar_t, T>(w, R, o, lane, kWarp)) / static_cast<T>(R.M());
-  const T inv_sigma = aws_inv_sigma(warp_sum(row_sq_dev(w, R, o, mean, lane, kWarp)), R.M(), eps);
+  T mean, inv_sigma;
+  warp_aws_stats(w, R, o, eps, mean, inv_sigma);
   aws_write(w, weight_diff, R, Ro, o, mean, inv_sigma, static_cast<T>(gamma[o]), static_cast<T>(beta[o]), lane,
             int64_t(kWarp), w_small, w_large);
 }
@@ -117,9 +125,8 @@ __global__ void aws_backward_kernel(const scalar_t* gw_small, WeightRow Rs, cons
   const int64_t o = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (o >= O) return;  // the whole warp leaves together
   const int64_t lane = threadIdx.x;
-  const T mean = warp_sum(row_sum<scalar_t, T>(w, R, o, lane, kWarp)) / static_cast<T>(R.M());
-  const T inv_sigma = aws_inv_sigma(warp_sum(row_sq_dev(w, R, o, mean, lane, kWarp)), R.M(), eps);
-  T sum_g, sum_g_std;
+  T mean, inv_sigma, sum_g, sum_g_std;
+  warp_aws_stats(w, R, o, eps, mean, inv_sigma);
   aws_grad_sums(gw_small, Rs, gw_large, Rl, w, R, o, mean, inv_sigma, lane, int64_t(kWarp), sum_g, sum_g_std);
   sum_g = warp_sum(sum_g);
   sum_g_std = warp_sum(sum_g_std);

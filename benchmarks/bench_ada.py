@@ -47,9 +47,9 @@ def impls(device):
     return out
 
 
-@pytest.mark.parametrize("device,preset,B,C,H,W", CASES)
-@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(3))
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("device,preset,B,C,H,W", CASES)
 def bench_augment(measure, device, preset, B, C, H, W, pass_, impl):
     name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator(device).manual_seed(0)  # drawn on the device: CPU draws of GPU-sized inputs take seconds
@@ -80,8 +80,8 @@ def pipe_impls(device):
     return out + [(f"pyops-{b}", "pyops", b) for b in (("cuda", "triton") if device == "cuda" else ("cpu",))]
 
 
-@pytest.mark.parametrize("device,B,C,H,W", PIPE_CASES)
 @pytest.mark.parametrize("impl", range(3))
+@pytest.mark.parametrize("device,B,C,H,W", PIPE_CASES)
 def bench_augment_pipe(measure, device, B, C, H, W, impl):
     name, role, backend = pick_impl(device, pipe_impls(device), impl)
     pipe = pyops.AugmentPipe.from_preset("bgcfnc", p=0.6, backend=backend).to(device)

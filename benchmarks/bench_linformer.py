@@ -52,10 +52,10 @@ def impls(device):
     return out
 
 
-@pytest.mark.parametrize("device,B,H,n,d,k,dtype", CASES)
-@pytest.mark.parametrize("proj", ["shared", "per_head"])
-@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(5))
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("proj", ["shared", "per_head"])
+@pytest.mark.parametrize("device,B,H,n,d,k,dtype", CASES)
 def bench_linformer_attention(measure, device, B, H, n, d, k, dtype, proj, pass_, impl):
     name, role, fn = pick_impl(device, impls(device), impl)
     if role == "exact" and pass_ == "fwd+bwd" and n > 16384:

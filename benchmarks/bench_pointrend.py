@@ -43,10 +43,10 @@ def impls(device):
     return out
 
 
-@pytest.mark.parametrize("device,N,C,H,W,P", CASES)
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(4))
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("device,N,C,H,W,P", CASES)
 def bench_point_sample(measure, device, N, C, H, W, P, layout, pass_, impl):
     name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator(device).manual_seed(0)  # drawn on the device: CPU draws of GPU-sized inputs take seconds
@@ -83,8 +83,8 @@ def mask2former_work(R, side, gt_side, N, oversample=3.0):
     return work(nbytes, 8 * R * (candidates + N), "fp32")
 
 
-@pytest.mark.parametrize("device,R,side,gt_side,N", M2F_CASES)
 @pytest.mark.parametrize("impl", ["reference", "cpu", "cuda", "triton"])
+@pytest.mark.parametrize("device,R,side,gt_side,N", M2F_CASES)
 def bench_mask2former_sampling(measure, device, R, side, gt_side, N, impl):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
@@ -122,8 +122,8 @@ def subdivision_work(R, side, steps, N):
     return work(nbytes, 8 * R * sum(levels[1:]), "fp32")
 
 
-@pytest.mark.parametrize("device,R,side,steps,N", SUBDIVISION_CASES)
 @pytest.mark.parametrize("impl", ["reference", "cpu", "cuda", "triton"])
+@pytest.mark.parametrize("device,R,side,steps,N", SUBDIVISION_CASES)
 def bench_subdivision_inference(measure, device, R, side, steps, N, impl):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")

@@ -48,9 +48,9 @@ def impls(device):
     return out
 
 
-@pytest.mark.parametrize("device,dtype,N,C,H,W", CASES)
-@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", range(6))
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("device,dtype,N,C,H,W", CASES)
 def bench_sac_conv2d(measure, device, dtype, N, C, H, W, pass_, impl):
     name, role, fn = pick_impl(device, impls(device), impl)
     gen = torch.Generator().manual_seed(0)

@@ -178,14 +178,18 @@ def run_cases():
                 case(3, 37, 7, 11, 53, dtype, channels_last, align_corners)
     case(2, 1, 1, 1, 5, torch.float32, False, False)
     case(1, 300, 5, 3, 1000, torch.float32, True, False)
+    done("point_sample")
     selection_cases()
+    done("point selection, subdivision, fine-grained features, Mask2Former sampling")
     # Linformer kernels: odd n, k (partial tiles), every head-dim bucket, dtypes, masks, dropout
     for dtype in dtypes(torch.float32, torch.float16, torch.bfloat16, torch.float64, triton_float64=False):
         linformer_case(2, 3, 77, 24, 37, dtype, per_head=False, masked=True, dropout_p=0.0)
     for d in (16, 64, 100, 128):
         linformer_case(1, 2, 131, d, 65, torch.float32, per_head=True, masked=False, dropout_p=0.2)
     linformer_case(1, 1, 1, 8, 1, torch.float32, per_head=False, masked=False, dropout_p=0.0)
+    done("linformer_attention")
     sac_cases()
+    done("sac_conv2d")
     for dtype in dtypes(torch.float32, torch.float16, torch.bfloat16, torch.float64):
         ada_case(3, 3, 13, 9, dtype, channels_last=False)
     ada_case(2, 1, 7, 16, torch.float32, channels_last=True)
@@ -195,8 +199,14 @@ def run_cases():
     for dtype in dtypes(torch.float32, torch.float16, torch.float64):
         ada_filter_case(2, 3, 23, 30, dtype)
     ada_filter_case(1, 1, 22, 22, torch.float32)
+    done("ada")
+
+
+def done(what):
+    """One log line per family, so a sanitizer report or a stop at the time limit shows where it was."""
     if DEVICE == "cuda":
         torch.cuda.synchronize()
+    print(f"sanitize cases: {what} done (backend {BACKEND})", flush=True)
 
 
 def main(backends):
@@ -204,7 +214,6 @@ def main(backends):
     for name in backends or ["cuda"]:
         BACKEND = "cpu" if name == "cuda" and DEVICE == "cpu" else name
         run_cases()
-        print(f"sanitize cases done: backend {BACKEND} on {DEVICE}", flush=True)
 
 
 if __name__ == "__main__":

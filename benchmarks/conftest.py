@@ -17,8 +17,8 @@ Timers (after one warm-up call: compilation, autotuning, the allocator):
 Under ``--benchmark-disable`` (CI) every case runs once, untimed, so the benchmarks cannot rot.
 
 Cases marked ``large`` (the realistic CPU sizes of the speed issues, seconds per call) run in timed
-runs; the untimed run leaves them out unless ``-m`` selects tests explicitly (``-m large`` runs
-only them, ``-m ""`` everything).
+runs; the untimed run leaves them out (they would add minutes to CI) unless ``-m`` selects tests
+(``-m large`` runs only them, ``-m "large or not large"`` everything).
 
 A SIGTERM (``timeout`` in scripts/gpu_check.sh) ends the run as Ctrl-C does, so the JSON and the
 summary of the entries measured so far are still written.
@@ -133,9 +133,8 @@ def measure(benchmark):
             for t in times:
                 stats.update(t)
             return
-        fn()
         start = time.perf_counter()
-        fn()
+        fn()  # warm-up, and the estimate that sets the rounds
         once = time.perf_counter() - start
         rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, int(BUDGET_S["cpu"] / max(once, 1e-9))))
         benchmark.extra_info.update(timer="wall", calls_per_round=1)

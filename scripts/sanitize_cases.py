@@ -1,18 +1,29 @@
-"""Small cases of every CUDA kernel, for `compute-sanitizer --tool memcheck` (scripts/gpu_check.sh).
+"""Small cases of every CUDA and Triton kernel, for compute-sanitizer (memcheck, racecheck,
+initcheck, synccheck; scripts/gpu_check.sh):
 
-Each case runs the CUDA backend forward and backward on odd sizes, both layouts, several dtypes
-and out-of-range / non-finite coordinates, and compares with the reference, so a kernel that
-reads or writes out of bounds is caught by the sanitizer and a wrong one by the comparison.
+    compute-sanitizer --tool memcheck python scripts/sanitize_cases.py [cuda] [triton]
+
+Each case runs a backend (default: cuda) forward and backward on odd sizes, both layouts, several
+dtypes and out-of-range / non-finite coordinates, and compares with the reference, so a kernel
+that reads or writes out of bounds, races or reads uninitialised memory is caught by the sanitizer
+and a wrong one by the comparison.
 """
+
+import os
+import sys
 
 import torch
 
-import pyops
-from pyops import reference
-
-# On a machine without a GPU the same cases run on the C++ CPU kernels (a dry run of this script).
+# On a machine without a GPU the same cases run on the C++ CPU kernels in place of the CUDA ones
+# and on the Triton interpreter (a dry run of this script).
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKEND = DEVICE
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pyops  # noqa: E402
+from pyops import reference  # noqa: E402
+
+BACKEND = DEVICE  # the backend under test; main() sets it from the command line
 
 
 def case(N, C, H, W, P, dtype, channels_last, align_corners):
@@ -78,8 +89,7 @@ def sac_cases():
     cases = [((2, 12, 6, 11, 9), 3, 2, 1, 3, "composition"), ((2, 12, 6, 11, 9), 3, 2, 1, 3, "igemm"),
              ((1, 40, 72, 23, 37), 3, 1, 1, 2, "igemm"), ((1, 20, 24, 13, 19), 5, 2, 2, 1, "igemm")]
     for (N, C, O, H, W), k, stride, dilation, groups, algorithm in cases:
-        dtypes = (torch.float32, torch.bfloat16) + ((torch.float16,) if algorithm == "igemm" else ())
-        for dtype in dtypes:
+        for dtype in dtypes(torch.float32, torch.bfloat16, *((torch.float16,) if algorithm == "igemm" else ())):
             for channels_last in (False, True):
                 sac_case(N, C, O, H, W, k, stride, dilation, groups, algorithm, dtype, channels_last)
 
@@ -151,34 +161,60 @@ def ada_filter_case(B, C, H, W, dtype):
     torch.testing.assert_close(gx.double(), wx, atol=2e-2, rtol=2e-2)
 
 
-def main():
-    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+def dtypes(*candidates, triton_float64=True):
+    """``candidates`` less what the backend under test lacks: bfloat16 under the Triton interpreter
+    (it computes it wrongly), float64 where a Triton kernel has no float64 variant."""
+    drop = set()
+    if BACKEND == "triton":
+        drop |= {torch.bfloat16} if DEVICE == "cpu" else set()
+        drop |= set() if triton_float64 else {torch.float64}
+    return [d for d in candidates if d not in drop]
+
+
+def run_cases():
+    for dtype in dtypes(torch.float32, torch.float16, torch.bfloat16, torch.float64):
         for channels_last in (False, True):
             for align_corners in (False, True):
                 case(3, 37, 7, 11, 53, dtype, channels_last, align_corners)
     case(2, 1, 1, 1, 5, torch.float32, False, False)
     case(1, 300, 5, 3, 1000, torch.float32, True, False)
+    done("point_sample")
     selection_cases()
-    # Linformer CUDA kernels: odd n, k (partial tiles), every head-dim bucket, dtypes, masks, dropout
-    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+    done("point selection, subdivision, fine-grained features, Mask2Former sampling")
+    # Linformer kernels: odd n, k (partial tiles), every head-dim bucket, dtypes, masks, dropout
+    for dtype in dtypes(torch.float32, torch.float16, torch.bfloat16, torch.float64, triton_float64=False):
         linformer_case(2, 3, 77, 24, 37, dtype, per_head=False, masked=True, dropout_p=0.0)
     for d in (16, 64, 100, 128):
         linformer_case(1, 2, 131, d, 65, torch.float32, per_head=True, masked=False, dropout_p=0.2)
     linformer_case(1, 1, 1, 8, 1, torch.float32, per_head=False, masked=False, dropout_p=0.0)
+    done("linformer_attention")
     sac_cases()
-    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+    done("sac_conv2d")
+    for dtype in dtypes(torch.float32, torch.float16, torch.bfloat16, torch.float64):
         ada_case(3, 3, 13, 9, dtype, channels_last=False)
     ada_case(2, 1, 7, 16, torch.float32, channels_last=True)
     ada_case(2, 3, 1, 5, torch.float32, channels_last=False)
     ada_case(2, 3, 8, 8, torch.float32, channels_last=False, geom=False)
     ada_case(2, 3, 8, 8, torch.float32, channels_last=False, color=False)
-    for dtype in (torch.float32, torch.float16, torch.float64):
+    for dtype in dtypes(torch.float32, torch.float16, torch.float64):
         ada_filter_case(2, 3, 23, 30, dtype)
     ada_filter_case(1, 1, 22, 22, torch.float32)
+    done("ada")
+
+
+def done(what):
+    """One log line per family, so a sanitizer report or a stop at the time limit shows where it was."""
     if DEVICE == "cuda":
         torch.cuda.synchronize()
-    print(f"sanitize cases done on {DEVICE}")
+    print(f"sanitize cases: {what} done (backend {BACKEND})", flush=True)
+
+
+def main(backends):
+    global BACKEND
+    for name in backends or ["cuda"]:
+        BACKEND = "cpu" if name == "cuda" and DEVICE == "cpu" else name
+        run_cases()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

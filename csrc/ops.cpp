@@ -1,114 +1,15 @@
-// Every pyops operator schema, in one place. Kernels are registered per dispatch key next
-// to their implementations (csrc/<family>/*_cpu.cpp, *_cuda.cu); the Triton variants
-// (suffix _triton) get their kernels from Python (pyops/<family>.py); fake kernels and
-// autograd are registered in Python (pyops/<family>.py).
+// Defines the pyops operators. Their schemas live in one place, pyops/_schemas.py; setup.py
+// generates pyops_schemas.h from it (PYOPS_SCHEMAS: one "name(args) -> returns" string per op).
+// Kernels are registered per dispatch key next to their implementations (csrc/<family>/*_cpu.cpp,
+// *_cuda.cu); the Triton kernels, fake kernels and autograd are registered from Python
+// (pyops/_registry.py and each family's ops module).
 #include <Python.h>
 #include <torch/library.h>
 
+#include "pyops_schemas.h"
+
 TORCH_LIBRARY(pyops, m) {
-  // PointRend. input (B, C, H, W), coords (N, P, 2) normalized (x, y); row n samples image
-  // batch_index[n] (image n when None). Returns (N, C, P); bool/uint8 inputs sample to float.
-#define PYOPS_POINT_SAMPLE_OPS(SUFFIX)                                                      \
-  m.def("point_sample" SUFFIX                                                               \
-        "(Tensor input, Tensor coords, bool align_corners, Tensor? batch_index=None) -> Tensor"); \
-  m.def("point_sample_backward_input" SUFFIX                                                \
-        "(Tensor grad_output, Tensor input, Tensor coords, bool align_corners, "             \
-        "Tensor? batch_index=None) -> Tensor");                                               \
-  m.def("point_sample_backward_coords" SUFFIX                                               \
-        "(Tensor grad_output, Tensor input, Tensor coords, bool align_corners, "             \
-        "Tensor? batch_index=None) -> Tensor");
-  PYOPS_POINT_SAMPLE_OPS("")
-  PYOPS_POINT_SAMPLE_OPS("_triton")
-
-  // PointRend point selection. logits (R, C, H, W); the uncertainty is -|logit| of channel
-  // classes[r] (channel 0 when None) at each of num_candidates points (drawn from `seed` with
-  // Philox, or supplied); returns (R, num_points, 2): the num_uncertain most uncertain
-  // candidates, then fresh random points.
-  m.def(
-      "uncertain_point_coords(Tensor logits, Tensor? classes, Tensor? candidates, Tensor seed, "
-      "int num_points, int num_candidates, int num_uncertain) -> Tensor");
-  m.def(
-      "uncertain_point_coords_triton(Tensor logits, Tensor? classes, Tensor? candidates, "
-      "Tensor seed, int num_points, int num_candidates, int num_uncertain) -> Tensor");
-  // One subdivision-inference step on one channel per row: logits (R, h, w) -> 2x bilinear
-  // upsample (R, 2h, 2w), the flat indices (R, P) of its P = min(num_points, 4hw) most
-  // uncertain (-|logit|) cells and their cell-centre coordinates (R, P, 2).
-  m.def("subdivision_step(Tensor logits, int num_points) -> (Tensor, Tensor, Tensor)");
-  m.def("subdivision_step_triton(Tensor logits, int num_points) -> (Tensor, Tensor, Tensor)");
-
-  // Linformer. Projection along the sequence axis: x (B, H, n, d), E (n, k) shared by the heads
-  // or (H, n, k) per head, key_padding_mask (B, n) bool, True = padding (its rows contribute
-  // nothing); returns (B, H, k, d). The backward returns (grad_x, grad_E).
-  m.def("linformer_project(Tensor x, Tensor E, Tensor? key_padding_mask) -> Tensor");
-  m.def(
-      "linformer_project_backward(Tensor grad_output, Tensor x, Tensor E, "
-      "Tensor? key_padding_mask) -> (Tensor, Tensor)");
-  // Attention of q (B, H, n, d) to the projected kp, vp (B, H, k, d): returns (out, lse), lse
-  // (B, H, n) the log-sum-exp of each row's scores in float32 (float64 for float64 inputs).
-  // Dropout on the attention probabilities draws its mask from `seed` (same mask in backward).
-  m.def(
-      "linformer_attend(Tensor q, Tensor kp, Tensor vp, float scale, float dropout_p, "
-      "int seed) -> (Tensor, Tensor)");
-  m.def(
-      "linformer_attend_backward(Tensor grad_output, Tensor q, Tensor kp, Tensor vp, Tensor out, "
-      "Tensor lse, float scale, float dropout_p, int seed) -> (Tensor, Tensor, Tensor)");
-  m.def("linformer_project_triton(Tensor x, Tensor E, Tensor? key_padding_mask) -> Tensor");
-  m.def(
-      "linformer_project_backward_triton(Tensor grad_output, Tensor x, Tensor E, "
-      "Tensor? key_padding_mask) -> (Tensor, Tensor)");
-  m.def(
-      "linformer_attend_triton(Tensor q, Tensor kp, Tensor vp, float scale, float dropout_p, "
-      "int seed) -> (Tensor, Tensor)");
-  m.def(
-      "linformer_attend_backward_triton(Tensor grad_output, Tensor q, Tensor kp, Tensor vp, "
-      "Tensor out, Tensor lse, float scale, float dropout_p, int seed) -> (Tensor, Tensor, Tensor)");
-
-  // SAC (DetectoRS switchable atrous convolution, no deformable branch). x (N, C, H, W); weight and
-  // weight_diff (O, C/groups, kh, kw); weight_gamma/beta (O, 1, 1, 1); switch (1, C, 1, 1) + (1,);
-  // pre-context (C, C, 1, 1) + (C,); post-context (O, O, 1, 1) + (O,); bias (O,) added once after
-  // the blend. Returns (out, switch (N, 1, Ho, Wo), small - large branch, x' = x + PreCtx(GAP(x)),
-  // GAP(x) (N, C), GAP(y) (N, O)); the last five are saved for the backward (switch and means
-  // float, double for double x).
-#define PYOPS_SAC_OPS(SUFFIX)                                                                \
-  m.def("sac_conv2d" SUFFIX                                                                 \
-        "(Tensor x, Tensor weight, Tensor weight_gamma, Tensor weight_beta, "                \
-        "Tensor weight_diff, Tensor switch_weight, Tensor switch_bias, Tensor pre_weight, "  \
-        "Tensor pre_bias, Tensor post_weight, Tensor post_bias, Tensor? bias, int[2] stride, " \
-        "int[2] padding, int[2] dilation, int groups) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"); \
-  m.def("sac_conv2d_backward" SUFFIX                                                        \
-        "(Tensor grad_out, Tensor xp, Tensor weight, Tensor weight_gamma, "                  \
-        "Tensor weight_beta, Tensor weight_diff, Tensor switch_weight, Tensor pre_weight, "  \
-        "Tensor post_weight, Tensor switch, Tensor branch_diff, "                            \
-        "Tensor x_mean, Tensor y_mean, int[2] stride, int[2] padding, int[2] dilation, "     \
-        "int groups) -> Tensor[]");
-  // The backward returns the gradients to (x, weight, weight_gamma, weight_beta, weight_diff,
-  // switch_weight, switch_bias, pre_weight, pre_bias, post_weight, post_bias, bias).
-  // _igemm: the forward is one dual-accumulator kernel for both convolutions and the blend (the
-  // backward is the composition's). Same arguments and outputs as the composition.
-  PYOPS_SAC_OPS("")
-  PYOPS_SAC_OPS("_triton")
-  PYOPS_SAC_OPS("_igemm")
-  PYOPS_SAC_OPS("_igemm_triton")
-
-  // StyleGAN2-ADA. images (B, C, H, W), C in {1, 3}; G_inv (B, 3, 3) maps output pixels to
-  // input pixels (centred coordinates), C (B, 4, 4) maps colours (homogeneous); either may be
-  // None (stage skipped). The backward is the adjoint of the linear part (colour offset dropped):
-  // its own backward is the forward again, so gradients of any order work.
-  m.def("ada_geom_color(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
-  m.def("ada_geom_color_backward(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
-  m.def("ada_geom_color_triton(Tensor images, Tensor? G_inv, Tensor? C) -> Tensor");
-  m.def("ada_geom_color_backward_triton(Tensor grad, Tensor? G_inv, Tensor? C) -> Tensor");
-  // filters (B, 43) per-sample filter taps (None: no filtering), sigma (B,) and noise (like
-  // images) additive noise, boxes (B, 4) cutout (centre x, centre y, width, height as fractions).
-  // The backward is the adjoint of the linear part (the noise drops out).
-  m.def(
-      "ada_filter_noise_cutout(Tensor images, Tensor? filters, Tensor? sigma, Tensor? noise, "
-      "Tensor? boxes) -> Tensor");
-  m.def("ada_filter_noise_cutout_backward(Tensor grad, Tensor? filters, Tensor? boxes) -> Tensor");
-  m.def(
-      "ada_filter_noise_cutout_triton(Tensor images, Tensor? filters, Tensor? sigma, Tensor? noise, "
-      "Tensor? boxes) -> Tensor");
-  m.def("ada_filter_noise_cutout_backward_triton(Tensor grad, Tensor? filters, Tensor? boxes) -> Tensor");
+  for (const char* schema : PYOPS_SCHEMAS) m.def(schema);
 }
 
 // `import pyops._C` loads this library, which runs the registrations above. The module

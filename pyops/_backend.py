@@ -8,7 +8,8 @@ Every op runs on one of four backends:
 ``"reference"``  the plain PyTorch implementation in :mod:`pyops.reference` (any device)
 
 By default CPU tensors go to ``"cpu"`` and CUDA tensors to the GPU kernel listed for the op in
-:data:`GPU_DEFAULTS`. A ``backend=`` argument picks one for a call; :func:`set_backend` and the
+:data:`GPU_DEFAULTS` (to ``"triton"`` when the extension has no CUDA kernels, e.g. a build
+without nvcc: the Triton kernels need no extension). A ``backend=`` argument picks one for a call; :func:`set_backend` and the
 :func:`use_backend` context manager pick one for every call. A backend that cannot run the given
 tensors raises an error; pyops never falls back silently to a slower one.
 """
@@ -89,6 +90,8 @@ def resolve(op: str, backend: str | None, device: torch.device) -> str:
     name = backend if backend is not None else _global_backend
     if name is None:
         name = "cpu" if device.type == "cpu" else GPU_DEFAULTS.get(op, "cuda")
+        if name == "cuda" and _HAS_TRITON and not _extension.with_cuda():
+            name = "triton"
     if name == "reference":
         return name
     if name == "cpu" and device.type != "cpu":
@@ -104,5 +107,6 @@ def resolve(op: str, backend: str | None, device: torch.device) -> str:
         raise _extension.ExtensionUnavailableError(
             f"pyops.{op}: backend 'triton' needs the triton package (pip install triton)"
         )
-    _extension.require(name)
+    if name != "triton":
+        _extension.require(name)
     return name

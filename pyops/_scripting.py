@@ -29,7 +29,7 @@ def linformer_project(x: torch.Tensor, E: torch.Tensor, mask: torch.Tensor | Non
     if E.dim() == 3 and x.shape[1] != E.shape[0]:
         x = x.expand(x.shape[0], E.shape[0], x.shape[2], x.shape[3])
     if triton:
-        return torch.ops.pyops.linformer_project_triton(x, E, mask)
+        return torch.ops.pyops_triton.linformer_project(x, E, mask)
     return torch.ops.pyops.linformer_project(x, E, mask)
 
 
@@ -56,7 +56,7 @@ def linformer_attention(
         seed = int(torch.randint(0, 2147483647, [1]).item())
     scale = 1.0 / math.sqrt(d)
     if triton:
-        return torch.ops.pyops.linformer_attend_triton(q, kp, vp, scale, dropout_p, seed)[0]
+        return torch.ops.pyops_triton.linformer_attend(q, kp, vp, scale, dropout_p, seed)[0]
     return torch.ops.pyops.linformer_attend(q, kp, vp, scale, dropout_p, seed)[0]
 
 
@@ -89,10 +89,10 @@ def sac_conv2d(
     igemm = algorithm is not None and algorithm == "igemm"
     if backend is not None and backend == "triton":
         if igemm:
-            return torch.ops.pyops.sac_conv2d_igemm_triton(
+            return torch.ops.pyops_triton.sac_conv2d_igemm(
                 x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias, pre_weight,
                 pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)[0]
-        return torch.ops.pyops.sac_conv2d_triton(
+        return torch.ops.pyops_triton.sac_conv2d(
             x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias, pre_weight,
             pre_bias, post_weight, post_bias, bias, stride, padding, dilation, groups)[0]
     if igemm:

@@ -25,7 +25,9 @@ import math
 
 import torch
 
-from pyops import _backend, _extension, _scripting, _selfcheck
+from pyops import _backend, _scripting, _selfcheck
+from pyops._budget import budget
+from pyops._registry import Op
 from pyops._interop import accepts_arrays
 from pyops.reference import ada as _ref
 
@@ -68,6 +70,7 @@ def _check_param(fn: str, name: str, t, shape: tuple, images: torch.Tensor) -> N
 # ---- functional API ---------------------------------------------------------------------------
 
 
+@budget(forward=1, backward=1)
 @accepts_arrays
 def geometric_color(
     images: torch.Tensor,
@@ -106,10 +109,10 @@ def geometric_color(
         if C is not None:
             x = _ref.color(x, C)
         return x.contiguous()
-    op = torch.ops.pyops.ada_geom_color_triton if name == "triton" else torch.ops.pyops.ada_geom_color
-    return op(images, G_inv, C)
+    return _GEOM_COLOR.kernel(name)(images, G_inv, C)
 
 
+@budget(forward=1, backward=1)
 @accepts_arrays
 def filter_noise_cutout(
     images: torch.Tensor,
@@ -158,10 +161,10 @@ def filter_noise_cutout(
         if boxes is not None:
             x = _ref.cutout(x, boxes)
         return x.contiguous()
-    op = torch.ops.pyops.ada_filter_noise_cutout_triton if name == "triton" else torch.ops.pyops.ada_filter_noise_cutout
-    return op(images, filters, sigma, noise, boxes)
+    return _FILTER.kernel(name)(images, filters, sigma, noise, boxes)
 
 
+@budget(forward=2, backward=2, note="the two fused stages")
 @accepts_arrays
 def augment(
     images: torch.Tensor,
@@ -439,6 +442,7 @@ class AugmentPipe(torch.nn.Module):
         alternatives, instead of TorchScript's compiler error."""
         raise NotImplementedError(_scripting.AUGMENT_PIPE_ERROR)
 
+    @budget(forward=400, backward=2, note="parameter sampling dispatches ~350 ops and syncs today (#17)")
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images("AugmentPipe", images)
         return augment(images, **self.sample_params(images), backend=self.backend)
@@ -485,6 +489,7 @@ class AdaController:
         return self.pipe.p if self.pipe is not None else self._own_p
 
     @torch.no_grad()
+    @budget(forward=16)
     def update(self, real_logits: torch.Tensor) -> None:
         """Record D's outputs on a batch of reals; adjusts ``p`` every ``interval`` calls."""
         if not isinstance(real_logits, torch.Tensor):
@@ -508,6 +513,7 @@ class AdaController:
         p.copy_(new_p.to(p.device, p.dtype))
 
 
+@budget(forward=10)
 @accepts_arrays
 def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated: torch.Tensor) -> torch.Tensor:
     """The validation overfitting heuristic r_v = (E[D_train] - E[D_validation]) /
@@ -520,7 +526,7 @@ def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated:
     return ((tr - va) / (tr - ge)).float()
 
 
-# ---- kernels of the pyops::*_triton operators (schemas in csrc/ops.cpp) -----------------------
+# ---- Triton kernels of the operators (see pyops/_registry.py) ----------------------------------
 # Registered for CUDA tensors, and for CPU tensors so the Triton interpreter can run them in tests.
 # pyops.kernels (and triton) are imported on first use only.
 
@@ -629,7 +635,7 @@ def _triton_filter_noise_cutout_backward(grad, filters, boxes):
     return out
 
 
-# ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
+# ---- fake kernels and autograd ----------------------------------------------------------------
 
 
 def _fake_geom_color(images, G_inv, C):
@@ -646,9 +652,9 @@ def _setup_context(ctx, inputs, output):
     ctx.G_inv, ctx.C = G_inv, C
 
 
-def _make_backwards(suffix: str):
-    forward_op = getattr(torch.ops.pyops, "ada_geom_color" + suffix)
-    adjoint_op = getattr(torch.ops.pyops, "ada_geom_color_backward" + suffix)
+def _make_backwards(variant: str):
+    forward_op = _GEOM_COLOR.variant(variant)
+    adjoint_op = _GEOM_COLOR_ADJOINT.variant(variant)
 
     def backward_of_forward(ctx, grad):
         return adjoint_op(grad, ctx.G_inv, ctx.C), None, None
@@ -671,9 +677,9 @@ def _setup_filter(ctx, inputs, output):
     ctx.filters, ctx.boxes = inputs[1], inputs[-1]
 
 
-def _make_filter_backwards(suffix: str):
-    forward_op = getattr(torch.ops.pyops, "ada_filter_noise_cutout" + suffix)
-    adjoint_op = getattr(torch.ops.pyops, "ada_filter_noise_cutout_backward" + suffix)
+def _make_filter_backwards(variant: str):
+    forward_op = _FILTER.variant(variant)
+    adjoint_op = _FILTER_ADJOINT.variant(variant)
 
     def backward_of_forward(ctx, grad):
         return adjoint_op(grad, ctx.filters, ctx.boxes), None, None, None, None
@@ -684,27 +690,23 @@ def _make_filter_backwards(suffix: str):
     return backward_of_forward, backward_of_adjoint
 
 
-if _extension.available():
-    torch.library.register_kernel("pyops::ada_filter_noise_cutout_triton", ("cpu", "cuda"), _triton_filter_noise_cutout)
-    torch.library.register_kernel(
-        "pyops::ada_filter_noise_cutout_backward_triton", ("cpu", "cuda"), _triton_filter_noise_cutout_backward
-    )
-    for _suffix in ("", "_triton"):
-        _bwd, _bwd_bwd = _make_filter_backwards(_suffix)
-        torch.library.register_fake(f"pyops::ada_filter_noise_cutout{_suffix}")(_fake_filter)
-        torch.library.register_fake(f"pyops::ada_filter_noise_cutout_backward{_suffix}")(_fake_filter_backward)
-        torch.library.register_autograd(f"pyops::ada_filter_noise_cutout{_suffix}", _bwd, setup_context=_setup_filter)
-        torch.library.register_autograd(
-            f"pyops::ada_filter_noise_cutout_backward{_suffix}", _bwd_bwd, setup_context=_setup_filter
-        )
-    torch.library.register_kernel("pyops::ada_geom_color_triton", ("cpu", "cuda"), _triton_geom_color)
-    torch.library.register_kernel("pyops::ada_geom_color_backward_triton", ("cpu", "cuda"), _triton_geom_color_backward)
-    for _suffix in ("", "_triton"):
-        _bwd, _bwd_bwd = _make_backwards(_suffix)
-        torch.library.register_fake(f"pyops::ada_geom_color{_suffix}")(_fake_geom_color)
-        torch.library.register_fake(f"pyops::ada_geom_color_backward{_suffix}")(_fake_geom_color)
-        torch.library.register_autograd(f"pyops::ada_geom_color{_suffix}", _bwd, setup_context=_setup_context)
-        torch.library.register_autograd(f"pyops::ada_geom_color_backward{_suffix}", _bwd_bwd, setup_context=_setup_context)
+_GEOM_COLOR = Op("ada_geom_color")
+_GEOM_COLOR_ADJOINT = Op("ada_geom_color_backward")
+_FILTER = Op("ada_filter_noise_cutout")
+_FILTER_ADJOINT = Op("ada_filter_noise_cutout_backward")
+for _op, _triton, _fake in (
+    (_GEOM_COLOR, _triton_geom_color, _fake_geom_color),
+    (_GEOM_COLOR_ADJOINT, _triton_geom_color_backward, _fake_geom_color),
+    (_FILTER, _triton_filter_noise_cutout, _fake_filter),
+    (_FILTER_ADJOINT, _triton_filter_noise_cutout_backward, _fake_filter_backward),
+):
+    _op.register_triton(_triton)
+    _op.register_fake(_fake)
+# each op's backward is the other op (the adjoint), so gradients of any order work
+_GEOM_COLOR.register_autograd(lambda variant: _make_backwards(variant)[0], setup_context=_setup_context)
+_GEOM_COLOR_ADJOINT.register_autograd(lambda variant: _make_backwards(variant)[1], setup_context=_setup_context)
+_FILTER.register_autograd(lambda variant: _make_filter_backwards(variant)[0], setup_context=_setup_filter)
+_FILTER_ADJOINT.register_autograd(lambda variant: _make_filter_backwards(variant)[1], setup_context=_setup_filter)
 
 
 # ---- self-check for `python -m pyops` ---------------------------------------------------------

@@ -17,7 +17,9 @@ import math
 import torch
 from torch import nn
 
-from pyops import _backend, _extension, _scripting, _selfcheck
+from pyops import _backend, _scripting, _selfcheck
+from pyops._budget import budget
+from pyops._registry import Op
 from pyops._interop import accepts_arrays
 from pyops.reference import linformer as _ref
 
@@ -100,11 +102,11 @@ def _project(name: str, x: torch.Tensor, E: torch.Tensor, mask) -> torch.Tensor:
     x4 = x.unsqueeze(1) if x.dim() == 3 else x
     if E.dim() == 3 and x4.shape[1] != E.shape[0]:  # one key/value head, per-head E
         x4 = x4.expand(x4.shape[0], E.shape[0], *x4.shape[2:])
-    op = torch.ops.pyops.linformer_project_triton if name == "triton" else torch.ops.pyops.linformer_project
-    out = op(x4, E, mask)
+    out = _PROJECT.kernel(name)(x4, E, mask)
     return out.squeeze(1) if x.dim() == 3 and E.dim() == 2 else out
 
 
+@budget(forward=1, backward=1)
 @accepts_arrays
 def linformer_project(
     x: torch.Tensor,
@@ -143,6 +145,7 @@ def linformer_project(
     return _project(name, x, E, key_padding_mask)
 
 
+@budget(forward=3, backward=5, note="two projections and the attention kernel; their backward ops and the slice of E")
 @accepts_arrays
 def linformer_attention(
     q: torch.Tensor,
@@ -223,8 +226,7 @@ def linformer_attention(
     vp = _project(name, v, E if F is None else F, key_padding_mask)
     if kp.shape[1] != H:  # one key/value head attended by every query head
         kp, vp = kp.expand(B, H, *kp.shape[2:]), vp.expand(B, H, *vp.shape[2:])
-    attend = torch.ops.pyops.linformer_attend_triton if name == "triton" else torch.ops.pyops.linformer_attend
-    out, _ = attend(q, kp, vp, float(scale), float(dropout_p), seed)
+    out, _ = _ATTEND.kernel(name)(q, kp, vp, float(scale), float(dropout_p), seed)
     return out
 
 
@@ -322,6 +324,7 @@ class LinformerSelfAttention(nn.Module):
             separate_f = sharing in ("headwise", "none") and not share_kv
             self.F = nn.Parameter(init_projection(torch.empty(shape))) if separate_f else None
 
+    @budget(forward=12, backward=21, note="the q/k/v/out projections and linformer_attention")
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
             return self._forward_scripted(x, key_padding_mask)
@@ -360,8 +363,7 @@ class LinformerSelfAttention(nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(B, n, self.heads * self.dim_head))
 
 
-# ---- kernels of the pyops::linformer_*_triton operators (schemas in csrc/ops.cpp) ------------
-# Registered for CUDA tensors, and for CPU tensors so the Triton interpreter runs them in tests.
+# ---- Triton kernels of the operators (see pyops/_registry.py) --------------------------------
 
 
 def _triton_check(t: torch.Tensor, op: str) -> None:
@@ -457,8 +459,8 @@ def _project_setup(ctx, inputs, output):
     ctx.mask = mask
 
 
-def _make_project_backward(suffix: str):
-    backward_op = getattr(torch.ops.pyops, "linformer_project_backward" + suffix)
+def _make_project_backward(variant: str):
+    backward_op = _PROJECT_BACKWARD.variant(variant)
 
     def backward(ctx, grad):
         x, E = ctx.saved_tensors
@@ -476,8 +478,8 @@ def _attend_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(lse)
 
 
-def _make_attend_backward(suffix: str):
-    backward_op = getattr(torch.ops.pyops, "linformer_attend_backward" + suffix)
+def _make_attend_backward(variant: str):
+    backward_op = _ATTEND_BACKWARD.variant(variant)
 
     def backward(ctx, grad_out, grad_lse):
         q, kp, vp, out, lse = ctx.saved_tensors
@@ -487,22 +489,20 @@ def _make_attend_backward(suffix: str):
     return backward
 
 
-if _extension.available():
-    torch.library.register_kernel("pyops::linformer_project_triton", ("cpu", "cuda"), _triton_project)
-    torch.library.register_kernel("pyops::linformer_project_backward_triton", ("cpu", "cuda"), _triton_project_backward)
-    torch.library.register_kernel("pyops::linformer_attend_triton", ("cpu", "cuda"), _triton_attend)
-    torch.library.register_kernel("pyops::linformer_attend_backward_triton", ("cpu", "cuda"), _triton_attend_backward)
-    for _suffix in ("", "_triton"):
-        torch.library.register_fake(f"pyops::linformer_project{_suffix}")(_fake_project)
-        torch.library.register_fake(f"pyops::linformer_project_backward{_suffix}")(_fake_project_backward)
-        torch.library.register_fake(f"pyops::linformer_attend{_suffix}")(_fake_attend)
-        torch.library.register_fake(f"pyops::linformer_attend_backward{_suffix}")(_fake_attend_backward)
-        torch.library.register_autograd(
-            f"pyops::linformer_project{_suffix}", _make_project_backward(_suffix), setup_context=_project_setup
-        )
-        torch.library.register_autograd(
-            f"pyops::linformer_attend{_suffix}", _make_attend_backward(_suffix), setup_context=_attend_setup
-        )
+_PROJECT = Op("linformer_project")
+_PROJECT_BACKWARD = Op("linformer_project_backward")
+_ATTEND = Op("linformer_attend")
+_ATTEND_BACKWARD = Op("linformer_attend_backward")
+for _op, _triton, _fake in (
+    (_PROJECT, _triton_project, _fake_project),
+    (_PROJECT_BACKWARD, _triton_project_backward, _fake_project_backward),
+    (_ATTEND, _triton_attend, _fake_attend),
+    (_ATTEND_BACKWARD, _triton_attend_backward, _fake_attend_backward),
+):
+    _op.register_triton(_triton)
+    _op.register_fake(_fake)
+_PROJECT.register_autograd(_make_project_backward, setup_context=_project_setup)
+_ATTEND.register_autograd(_make_attend_backward, setup_context=_attend_setup)
 
 
 # ---- self-check for `python -m pyops` ---------------------------------------------------------

@@ -23,7 +23,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pyops import _backend, _extension, _scripting, _selfcheck
+from pyops import _backend, _scripting, _selfcheck
+from pyops._budget import budget
+from pyops._registry import Op
 from pyops._interop import accepts_arrays
 from pyops import reference as _ref
 from pyops.reference.sac import AWS_EPS
@@ -118,6 +120,7 @@ def _check_args(x, weight, weight_gamma, weight_beta, weight_diff, switch_weight
             )
 
 
+@budget(forward=1, backward=1, note="one fused composition op (two library convolutions and ~6 kernels inside) each way")
 @accepts_arrays
 def sac_conv2d(
     x: torch.Tensor,
@@ -169,9 +172,8 @@ def sac_conv2d(
         return _ref.sac_conv2d(*args, stride, padding, dilation, groups)
     if algorithm is None:
         algorithm = default_algorithm(name, x.shape, weight.shape, stride, dilation, groups)
-    suffix = ("_igemm" if algorithm == "igemm" else "") + ("_triton" if name == "triton" else "")
-    op = getattr(torch.ops.pyops, "sac_conv2d" + suffix)
-    return op(*args, list(stride), list(padding), list(dilation), groups)[0]
+    op = _SAC_IGEMM if algorithm == "igemm" else _SAC
+    return op.kernel(name)(*args, list(stride), list(padding), list(dilation), groups)[0]
 
 
 class SAConv2d(nn.Conv2d):
@@ -232,6 +234,7 @@ class SAConv2d(nn.Conv2d):
             conv.weight.zero_()
             conv.bias.zero_()
 
+    @budget(forward=1, backward=1)
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
             return _scripting.sac_conv2d(
@@ -291,7 +294,7 @@ def _post_load_hook(module, incompatible_keys):
     module._drop_recovered_keys(incompatible_keys)
 
 
-# ---- kernels of the pyops::sac_*_triton operators: the composition of csrc/sac/sac_host.h ----
+# ---- Triton kernels of the operators: the composition of csrc/sac/sac_host.h -----------------
 # step for step (the same ATen calls), with the Triton kernels of pyops.kernels.sac for the fused
 # steps. Registered for CUDA tensors, and for CPU tensors so the Triton interpreter can run them
 # in tests; pyops.kernels (and triton) are imported on first use.
@@ -453,7 +456,7 @@ def _triton_sac_conv2d_backward(grad_out, xp, weight, weight_gamma, weight_beta,
             g_pre_bias, g_post_weight, g_post_bias, g_bias]
 
 
-# ---- fake kernels and autograd of the torch.ops.pyops operators -------------------------------
+# ---- fake kernels and autograd ----------------------------------------------------------------
 
 
 def _opmath(t: torch.Tensor) -> torch.dtype:
@@ -519,35 +522,36 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # the saved outputs get no gradient: no zero tensors for them
 
 
-def _make_backward(suffix: str):
-    backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
+def _backward_factory(backward: Op):
+    def make_backward(variant: str):
+        backward_op = backward.variant(variant)
 
-    def backward(ctx, grad_out, *unused_grads):  # the saved outputs get no gradient
-        if grad_out is None:
-            return (None,) * 16
-        grads = backward_op(grad_out, *ctx.saved_tensors, *ctx.geometry)
-        g_bias = grads[11] if ctx.has_bias else None
-        return (*grads[:11], g_bias, None, None, None, None)
+        def backward_fn(ctx, grad_out, *unused_grads):  # the saved outputs get no gradient
+            if grad_out is None:
+                return (None,) * 16
+            grads = backward_op(grad_out, *ctx.saved_tensors, *ctx.geometry)
+            g_bias = grads[11] if ctx.has_bias else None
+            return (*grads[:11], g_bias, None, None, None, None)
 
-    return backward
+        return backward_fn
 
-
-def _has_ops() -> bool:
-    # an extension built before the SAC ops existed still loads; SAC then needs a rebuild
-    return _extension.available() and hasattr(torch.ops.pyops, "sac_conv2d_igemm_triton")
+    return make_backward
 
 
-if _has_ops():
-    torch.library.register_kernel("pyops::sac_conv2d_triton", ("cpu", "cuda"), _triton_sac_conv2d)
-    torch.library.register_kernel("pyops::sac_conv2d_igemm_triton", ("cpu", "cuda"), _triton_sac_conv2d_igemm)
-    for _suffix in ("_triton", "_igemm_triton"):  # both forwards save the same tensors
-        torch.library.register_kernel(f"pyops::sac_conv2d_backward{_suffix}", ("cpu", "cuda"), _triton_sac_conv2d_backward)
-    for _suffix in ("", "_triton", "_igemm", "_igemm_triton"):
-        torch.library.register_fake(f"pyops::sac_conv2d{_suffix}")(_fake_sac_conv2d)
-        torch.library.register_fake(f"pyops::sac_conv2d_backward{_suffix}")(_fake_sac_conv2d_backward)
-        torch.library.register_autograd(
-            f"pyops::sac_conv2d{_suffix}", _make_backward(_suffix), setup_context=_setup_context
-        )
+_SAC = Op("sac_conv2d")
+_SAC_BACKWARD = Op("sac_conv2d_backward")
+_SAC_IGEMM = Op("sac_conv2d_igemm")
+_SAC_BACKWARD_IGEMM = Op("sac_conv2d_backward_igemm")
+for _op, _triton, _fake in (
+    (_SAC, _triton_sac_conv2d, _fake_sac_conv2d),
+    (_SAC_IGEMM, _triton_sac_conv2d_igemm, _fake_sac_conv2d),
+    (_SAC_BACKWARD, _triton_sac_conv2d_backward, _fake_sac_conv2d_backward),
+    (_SAC_BACKWARD_IGEMM, _triton_sac_conv2d_backward, _fake_sac_conv2d_backward),  # both forwards save the same tensors
+):
+    _op.register_triton(_triton)
+    _op.register_fake(_fake)
+_SAC.register_autograd(_backward_factory(_SAC_BACKWARD), setup_context=_setup_context)
+_SAC_IGEMM.register_autograd(_backward_factory(_SAC_BACKWARD_IGEMM), setup_context=_setup_context)
 
 
 # ---- self-check for `python -m pyops` ---------------------------------------------------------

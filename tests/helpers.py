@@ -88,6 +88,12 @@ def assert_gradcheck(fn: Callable[..., torch.Tensor], inputs: Sequence, gradgrad
         assert torch.autograd.gradgradcheck(fn, leaves, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
+def ops_for(backend: str):
+    """The operator namespace of ``backend``: Triton kernels are registered as ``pyops_triton::<op>``
+    (pyops/_registry.py), the C++ CPU/CUDA kernels as ``pyops::<op>``."""
+    return torch.ops.pyops_triton if backend == "triton" else torch.ops.pyops
+
+
 def assert_opcheck(op, args: Sequence, kwargs: dict | None = None) -> None:
     """torch.library.opcheck: schema, fake kernel, autograd registration, AOT dispatch."""
     result = torch.library.opcheck(op, tuple(args), kwargs or {})

@@ -14,6 +14,7 @@ from helpers import (
     assert_gradcheck,
     assert_matches_reference,
     assert_opcheck,
+    ops_for,
     requires_cuda,
 )
 
@@ -206,12 +207,11 @@ def test_filter_gradcheck_and_gradgradcheck(device, backend):
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_filter_opcheck(device, backend):
-    suffix = "_triton" if backend == "triton" else ""
     shape = (1, 1, 22, 22) if interpreted(device, backend) else (2, 3, 22, 24)
     x = make_images(*shape, torch.float32, device).requires_grad_()
     f, s, n, b = make_filter_params(*shape, dtype=torch.float32, device=device)
-    forward = getattr(torch.ops.pyops, "ada_filter_noise_cutout" + suffix)
-    adjoint = getattr(torch.ops.pyops, "ada_filter_noise_cutout_backward" + suffix)
+    forward = ops_for(backend).ada_filter_noise_cutout
+    adjoint = ops_for(backend).ada_filter_noise_cutout_backward
     if interpreted(device, backend):  # the registrations are the same; the interpreter is slow
         assert_opcheck(forward, (x, None, s, n, b))
         assert_opcheck(adjoint, (x, None, b))
@@ -440,11 +440,10 @@ def test_r1_through_the_pipeline(device, backend):
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_opcheck(device, backend):
-    suffix = "_triton" if backend == "triton" else ""
     shape = (1, 3, 3, 2) if interpreted(device, backend) else (2, 3, 6, 5)
     x = make_images(*shape, torch.float32, device).requires_grad_()
     G, C = make_G(shape[0], device=device, dtype=torch.float32), make_C(shape[0], device=device, dtype=torch.float32)
-    forward, adjoint = getattr(torch.ops.pyops, "ada_geom_color" + suffix), getattr(torch.ops.pyops, "ada_geom_color_backward" + suffix)
+    forward, adjoint = ops_for(backend).ada_geom_color, ops_for(backend).ada_geom_color_backward
     assert_opcheck(forward, (x, None, C))
     assert_opcheck(adjoint, (x, None, C))
     if not interpreted(device, backend):  # the registrations are the same; the interpreter is slow
@@ -490,7 +489,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="filtering needs H and W of at least 22"):
         pyops.ada.augment(x, filter_gains=torch.ones(2, 4))
     with pytest.raises(RuntimeError, match=r"C must have shape \(B, 4, 4\)"):
-        torch.ops.pyops.ada_geom_color_triton(x, None, torch.zeros(2, 3, 3))
+        torch.ops.pyops_triton.ada_geom_color(x, None, torch.zeros(2, 3, 3))
     with pytest.raises(RuntimeError, match=r"G_inv must have shape \(B, 3, 3\)"):
         torch.ops.pyops.ada_geom_color(x, torch.zeros(2, 3, 4), None)
 

@@ -14,6 +14,7 @@ from helpers import (
     assert_opcheck,
     device_backends,
     dtypes_for,
+    ops_for,
     requires_cuda,
 )
 
@@ -254,24 +255,22 @@ def test_triton_rejects_float64():
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_opcheck(device, backend):
-    suffix = "_triton" if backend == "triton" else ""
-    ops = torch.ops.pyops
     q, k, v = make_qkv(2, 2, 7, 16, torch.float32, device)
     E = make_proj((2, 7, 3), torch.float32, device).requires_grad_()
     mask = torch.tensor([[False] * 6 + [True], [False] * 7], device=device)
-    assert_opcheck(getattr(ops, "linformer_project" + suffix), (k.requires_grad_(), E, mask))
-    assert_opcheck(getattr(ops, "linformer_project" + suffix), (v.requires_grad_(), E.detach()[0], None))
+    assert_opcheck(ops_for(backend).linformer_project, (k.requires_grad_(), E, mask))
+    assert_opcheck(ops_for(backend).linformer_project, (v.requires_grad_(), E.detach()[0], None))
     g = randn(2, 2, 3, 16, device=device, seed=9)
-    assert_opcheck(getattr(ops, "linformer_project_backward" + suffix), (g, k.detach(), E.detach(), mask))
+    assert_opcheck(ops_for(backend).linformer_project_backward, (g, k.detach(), E.detach(), mask))
     kp, vp = randn(2, 2, 3, 16, device=device, seed=4), randn(2, 2, 3, 16, device=device, seed=5)
-    attend = getattr(ops, "linformer_attend" + suffix)
+    attend = ops_for(backend).linformer_attend
     assert_opcheck(attend, (q.requires_grad_(), kp.requires_grad_(), vp.requires_grad_(), 0.25, 0.0, 0))
     assert_opcheck(attend, (q, kp, vp, 0.25, 0.2, 77))
     out, lse = attend(q.detach(), kp.detach(), vp.detach(), 0.25, 0.2, 77)
     scores = torch.einsum("bhid,bhjd->bhij", q.detach(), kp.detach()) * 0.25
     torch.testing.assert_close(lse, torch.logsumexp(scores, -1), atol=1e-5, rtol=1e-5)  # dropout-free
     go = randn(2, 2, 7, 16, device=device, seed=6)
-    assert_opcheck(getattr(ops, "linformer_attend_backward" + suffix), (go, q.detach(), kp.detach(), vp.detach(), out, lse, 0.25, 0.2, 77))
+    assert_opcheck(ops_for(backend).linformer_attend_backward, (go, q.detach(), kp.detach(), vp.detach(), out, lse, 0.25, 0.2, 77))
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)

@@ -12,6 +12,7 @@ from helpers import (
     assert_matches_reference,
     assert_opcheck,
     device_backends,
+    ops_for,
 )
 
 import pyops
@@ -267,9 +268,9 @@ def test_opcheck(device, backend, channels_last, algorithm):
     inputs, (stride, padding, dilation, groups) = make_case((2, 4, 4, 7, 6, 3, 2, 1, 2, True), torch.float32, device, channels_last)
     inputs = [t.requires_grad_() for t in inputs]
     geometry = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
-    suffix = ("_igemm" if algorithm == "igemm" else "") + ("_triton" if backend == "triton" else "")
-    forward_op = getattr(torch.ops.pyops, "sac_conv2d" + suffix)
-    backward_op = getattr(torch.ops.pyops, "sac_conv2d_backward" + suffix)
+    suffix = "_igemm" if algorithm == "igemm" else ""
+    forward_op = getattr(ops_for(backend), "sac_conv2d" + suffix)
+    backward_op = getattr(ops_for(backend), "sac_conv2d_backward" + suffix)
     assert_opcheck(forward_op, (*inputs, *geometry))
     out, switch, diff, xp, x_mean, y_mean = forward_op(*[t.detach() for t in inputs], *geometry)
     x, w, gamma, beta, wd, sw, sb, pw, pb, qw, qb, b = [t.detach() for t in inputs]
@@ -292,9 +293,8 @@ def test_igemm_saves_what_the_composition_saves(device, backend, channels_last):
     inputs, (stride, padding, dilation, groups) = make_case((2, 6, 4, 13, 11, 3, 2, 1, 2, True), torch.float64,
                                                             device, channels_last)
     geometry = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
-    suffix = "_triton" if backend == "triton" else ""
-    want = getattr(torch.ops.pyops, "sac_conv2d" + suffix)(*inputs, *geometry)
-    got = getattr(torch.ops.pyops, "sac_conv2d_igemm" + suffix)(*inputs, *geometry)
+    want = getattr(ops_for(backend), "sac_conv2d")(*inputs, *geometry)
+    got = getattr(ops_for(backend), "sac_conv2d_igemm")(*inputs, *geometry)
     for name, a, b in zip(("out", "switch", "branch_diff", "xp", "x_mean", "y_mean"), got, want):
         assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride(), name
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7, msg=name)

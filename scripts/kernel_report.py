@@ -48,7 +48,6 @@ import kernel_expectations as expectations  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 REGS_PER_SM, MAX_THREADS_PER_SM, REG_ALLOC_UNIT = 65536, 2048, 256  # sm_90
-FIELDS = ("regs", "stack", "local_stores", "local_loads", "smem", "fp64", "threads")
 
 # ---- reading sm_90 code -------------------------------------------------------------------------
 
@@ -338,7 +337,7 @@ def judge(rows: list[dict], exp=expectations) -> tuple[list[str], list[str]]:
             broken.append("spill")
         if row["dtype"] in ("float32", "float16", "bfloat16") and row["fp64"]:
             broken.append("fp64")
-        if row["resident"] < row["target"]:
+        if row["hot"] and row["resident"] < row["target"]:
             broken.append("occupancy")
         verdict = []
         for rule in broken:
@@ -362,18 +361,29 @@ def judge(rows: list[dict], exp=expectations) -> tuple[list[str], list[str]]:
 
 
 def versions(so: Path | None) -> dict:
-    cuobjdump = _cuobjdump("--version").strip().splitlines()[-1]
-    return dict(triton=triton.__version__, torch=torch.__version__, cuda=torch.version.cuda, cuobjdump=cuobjdump,
-                extension=so.name if so else None)
+    """The tools whose versions decide the figures (nvcc: the toolkit's, which built the extension here)."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = Path(CUDA_HOME or "/nonexistent") / "bin" / "nvcc"
+    nvcc = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout if nvcc.exists() else ""
+    return dict(triton=triton.__version__, torch=torch.__version__, cuda=torch.version.cuda,
+                nvcc=nvcc.strip().splitlines()[-1] if nvcc else None,
+                cuobjdump=_cuobjdump("--version").strip().splitlines()[-1], extension=so.name if so else None)
+
+
+def problems(report: dict) -> list[str]:
+    """What ``--check`` fails on: violations, stale exceptions, Triton kernels no case compiles."""
+    return (report["violations"] + [f"stale exception: {s}" for s in report["stale_exceptions"]]
+            + [f"not compiled by any case: {n}" for n in report["not_compiled"]])
 
 
 def markdown(report: dict) -> str:
     lines = [
         "# Static kernel report (sm_90)",
         "",
-        f"`scripts/kernel_report.py`; triton {report['versions']['triton']}, torch {report['versions']['torch']}, "
-        f"{report['versions']['cuobjdump']}. {len(report['kernels'])} kernels; rules and exceptions: "
-        "`scripts/kernel_expectations.py`.",
+        "`scripts/kernel_report.py` ({} s); {}. {} kernels; rules and exceptions: "
+        "`scripts/kernel_expectations.py`.".format(
+            report["seconds"], ", ".join(f"{k} {v}" for k, v in report["versions"].items()), len(report["kernels"])),
         "",
         "| kernel | source | dtype | regs | stack | STL/LDL | smem | fp64 | threads/block | threads/SM (target) | "
         "verdict |",
@@ -424,7 +434,7 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "kernels.md").write_text(text)
         (args.out / "kernels.json").write_text(json.dumps(report, indent=1) + "\n")
-    failures = report["violations"] + report["stale_exceptions"] + report["not_compiled"]
+    failures = problems(report)
     if args.check and failures:
         print(f"--check: {len(failures)} problems:\n" + "\n".join(f"  {f}" for f in failures), file=sys.stderr)
         return 1

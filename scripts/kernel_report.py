@@ -117,6 +117,7 @@ _TYPES = {"float": "float32", "c10::Half": "float16", "c10::BFloat16": "bfloat16
 def cuda_dtype(demangled: str) -> str | None:
     """The element type a CUDA kernel was instantiated for: the first scalar type among its
     template arguments (else its parameters)."""
+    demangled = demangled.replace("(anonymous namespace)", "")
     head = demangled.split("(")[0]
     for part in (head[head.find("<"):] if "<" in head else "", demangled[len(head):]):
         found = [(m.start(), _TYPES[m.group(1)]) for m in
@@ -127,7 +128,10 @@ def cuda_dtype(demangled: str) -> str | None:
 
 
 def cuda_kernels(so: Path) -> list[dict]:
-    """One row per kernel of the extension's sm_90 code."""
+    """One row per kernel of the extension's sm_90 code (none in a build without CUDA or sm_90)."""
+    listing = subprocess.run([str(TOOLS / "cuobjdump"), "-lelf", str(so)], capture_output=True, text=True).stdout
+    if ".sm_90." not in listing:
+        return []
     kernels = read_sm90(so, ("-arch", "sm_90"))
     threads = _launch_bounds(so)
     names = sorted(kernels)

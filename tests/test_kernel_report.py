@@ -122,6 +122,7 @@ def test_sass_reading():
     assert kernel_report.cuda_dtype("void ns::k<c10::BFloat16, float, 64>(ns::P<float>, c10::BFloat16 const*)") == "bfloat16"
     assert kernel_report.cuda_dtype("void ns::k<double>(double const*)") == "float64"
     assert kernel_report.cuda_dtype("ns::k(long const*, float*)") == "float32"
+    assert kernel_report.cuda_dtype("void ns::(anonymous namespace)::k<ns::Op<c10::Half, float> >(long)") == "float16"
 
 
 # ---- the report of the current build ------------------------------------------------------------

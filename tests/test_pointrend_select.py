@@ -116,6 +116,14 @@ def test_selection_checks_classes_without_a_host_sync(bad):
 # ---- grid helpers and uncertainty ---------------------------------------------------------------
 
 
+def test_on_grid_indices_come_in_detectron2_topk_order():
+    umap = randn(3, 1, 6, 7)
+    idx, coords = pyops.get_uncertain_point_coords_on_grid(umap, 10)
+    assert torch.equal(idx, torch.topk(umap.view(3, 42), k=10, dim=1)[1])
+    want = torch.stack(((idx % 7 + 0.5) / 7, (idx // 7 + 0.5) / 6), dim=-1)
+    torch.testing.assert_close(coords, want)
+
+
 def test_grid_helpers_and_uncertainty():
     side = 5
     theta = torch.tensor([[[0.5, 0.0, 0.5], [0.0, 0.5, 0.5]]])

@@ -65,10 +65,10 @@ def grid_coords_of_indices(indices: torch.Tensor, H: int, W: int) -> torch.Tenso
 
 def get_uncertain_point_coords_on_grid(uncertainty_map: torch.Tensor, num_points: int):
     """The ``min(H * W, num_points)`` most uncertain cells of (R, 1, H, W): (indices (R, P) int64,
-    cell-centre coords (R, P, 2)). Order within a row is unspecified."""
+    cell-centre coords (R, P, 2)), most uncertain first: the order of detectron2's ``torch.topk``."""
     R, _, H, W = uncertainty_map.shape
     P = min(H * W, num_points)
-    indices = torch.topk(uncertainty_map.view(R, H * W), k=P, dim=1, sorted=False).indices
+    indices = torch.topk(uncertainty_map.view(R, H * W), k=P, dim=1).indices
     return indices, grid_coords_of_indices(indices, H, W)
 
 

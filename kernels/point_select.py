@@ -1,7 +1,6 @@
 """Triton kernels of PointRend's point selection: the math of csrc/pointrend/point_select.h,
 drawing the same Philox random numbers, so every backend picks the same candidates."""
 
-import torch
 import triton
 import triton.language as tl
 

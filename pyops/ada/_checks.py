@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 

@@ -12,7 +12,6 @@ from pyops.ada._checks import _check_images, _check_param
 from pyops.ada._ops import _FILTER, _GEOM_COLOR
 from pyops.reference import ada as _ref
 
-
 # ---- functional API ---------------------------------------------------------------------------
 
 

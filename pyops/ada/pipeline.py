@@ -14,7 +14,6 @@ from pyops.ada.functional import augment
 from pyops.ada.matrices import rotate2d, rotate3d, scale2d, scale3d, translate2d, translate3d
 from pyops.reference import ada as _ref
 
-
 # Probability multipliers (all default 0) and strengths with their defaults.
 MULTIPLIERS = (
     "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",

@@ -8,7 +8,6 @@ import torch
 from pyops._registry import Op
 from pyops.linformer._triton import _triton_attend, _triton_attend_backward, _triton_project, _triton_project_backward
 
-
 # ---- fake kernels and autograd -----------------------------------------------------------------
 
 

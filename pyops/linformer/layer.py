@@ -12,7 +12,6 @@ from pyops import _scripting
 from pyops._budget import budget
 from pyops.linformer.attention import linformer_attention
 
-
 # ---- module --------------------------------------------------------------------------------
 
 SHARING = ("headwise", "kv", "layerwise", "none")

@@ -4,8 +4,13 @@ autograd, registered once for every backend (see :mod:`pyops._registry`)."""
 from __future__ import annotations
 
 from pyops._registry import Op
-from pyops.sac._triton import _format, _opmath, _triton_sac_conv2d, _triton_sac_conv2d_backward, _triton_sac_conv2d_igemm
-
+from pyops.sac._triton import (
+    _format,
+    _opmath,
+    _triton_sac_conv2d,
+    _triton_sac_conv2d_backward,
+    _triton_sac_conv2d_igemm,
+)
 
 # ---- fake kernels and autograd ----------------------------------------------------------------
 

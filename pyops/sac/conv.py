@@ -11,7 +11,6 @@ from pyops._budget import budget
 from pyops._interop import accepts_arrays
 from pyops.sac._ops import _SAC, _SAC_IGEMM
 
-
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 ALGORITHMS = ("composition", "igemm")
 

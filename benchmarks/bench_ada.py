@@ -9,10 +9,10 @@ as a training step makes it."""
 
 import pytest
 import torch
+from common import pick_impl, work
 
 import pyops
 from pyops.reference import ada as ref
-from common import pick_impl, work
 
 # (device, preset, B, C, H, W): the spec's GPU cases, the CPU size of issue #17, small CPU cases
 CASES = [

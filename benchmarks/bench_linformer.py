@@ -6,10 +6,10 @@ sequence; role "exact"), forward and forward+backward, E shared by the heads or 
 import pytest
 import torch
 import torch.nn.functional as F
+from common import MATH, pick_impl, work
 
 import pyops
 from pyops import reference
-from common import MATH, pick_impl, work
 
 # (device, B, H, n, d, k, dtype): the spec's GPU cases, the realistic CPU sizes of issue #15, a small CPU case
 CASES = [

@@ -4,10 +4,10 @@ and Mask2Former call today), forward and forward+backward, NCHW and channels_las
 import pytest
 import torch
 import torch.nn.functional as F
+from common import pick_impl, work
 
 import pyops
 from pyops import reference
-from common import pick_impl, work
 
 # (device, N, C, H, W, P): the spec's GPU case, the realistic CPU size of issue #16, a small CPU case
 CASES = [

@@ -7,11 +7,11 @@ default (pyops.sac.default_algorithm)."""
 
 import pytest
 import torch
+from common import MATH, pick_impl, work
 
 import pyops
 from pyops import reference
 from pyops.sac import random_parameters
-from common import MATH, pick_impl, work
 
 # (device, dtype, N, C, H, W): the spec's GPU cases, the CPU size of issue #18, a small CPU case
 CASES = [

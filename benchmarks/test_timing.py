@@ -3,11 +3,10 @@ floor and ratio columns of the summary."""
 
 import time
 
-import pytest
-import torch
-
 import conftest
+import pytest
 import summarize
+import torch
 from common import work
 
 

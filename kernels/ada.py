@@ -331,18 +331,26 @@ def _keep(boxes, b, mask, y, x, H, W):
 
 
 @triton.jit
-def filter_fwd_kernel(
-    x, out, h, sigma, noise, boxes, B, C, H, W, s_b, s_c, s_h, s_w, n_b, n_c, n_h, n_w,
-    HAS_F: tl.constexpr, HAS_N: tl.constexpr, HAS_BOX: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """Filtering (43 x 43 taps after a 21-pixel reflect pad), noise and cutout, one output value
-    per lane (ada.h: filter_pixel, cutout_keep). Output contiguous (B, C, H, W)."""
+def _pixels(B, C, H, W, BLOCK: tl.constexpr):
+    """This program's BLOCK flat indices i into a (B, C, H, W) tensor, which are in range, and
+    their coordinates (b, c, y, x)."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < B * C * H * W
     b = i // (C * H * W)
     c = (i // (H * W)) % C
     y = (i // W) % H
     xo = i % W
+    return i, mask, b, c, y, xo
+
+
+@triton.jit
+def filter_fwd_kernel(
+    x, out, h, sigma, noise, boxes, B, C, H, W, s_b, s_c, s_h, s_w, n_b, n_c, n_h, n_w,
+    HAS_F: tl.constexpr, HAS_N: tl.constexpr, HAS_BOX: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Filtering (43 x 43 taps after a 21-pixel reflect pad), noise and cutout, one output value
+    per lane (ada.h: filter_pixel, cutout_keep). Output contiguous (B, C, H, W)."""
+    i, mask, b, c, y, xo = _pixels(B, C, H, W, BLOCK)
     base = x + b * s_b + c * s_c
     if HAS_F:
         k = tl.arange(0, 64)
@@ -372,12 +380,7 @@ def filter_adjoint_kernel(
 ):
     """Adjoint of filtering + cutout (ada.h: filter_adjoint_pixel): the padded positions that
     reflect onto each input pixel gather filter tap times kept output gradient."""
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < B * C * H * W
-    b = i // (C * H * W)
-    c = (i // (H * W)) % C
-    y = (i // W) % H
-    xo = i % W
+    i, mask, b, c, y, xo = _pixels(B, C, H, W, BLOCK)
     base = g + b * s_b + c * s_c
     if HAS_F:
         k = tl.arange(0, 64)

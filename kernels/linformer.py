@@ -139,18 +139,22 @@ def project_dE_kernel(
 
 
 @triton.jit
+def _query_block(n, d, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The query rows of this program (grid: row blocks, B * H heads): the head bh, head-dim lanes
+    c, the row and lane masks, and the global row index bh * n + row (dropout counter, addressing)."""
+    bh = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    c = tl.arange(0, BLOCK_D)
+    return bh, c, rows < n, c < d, bh * n + rows
+
+
+@triton.jit
 def attend_fwd_kernel(
     q, kp, vp, out, lse, n, k, d, scale, seed, threshold, keep_scale,
     DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    c = tl.arange(0, BLOCK_D)
-    rm = rows < n
-    cm = c < d
-    grow = bh * n + rows  # global row index (dropout counter, addressing)
+    bh, c, rm, cm, grow = _query_block(n, d, BLOCK_M, BLOCK_D)
     qt = tl.load(q + grow[:, None] * d + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -182,13 +186,7 @@ def attend_dq_kernel(
     DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    c = tl.arange(0, BLOCK_D)
-    rm = rows < n
-    cm = c < d
-    grow = bh * n + rows
+    bh, c, rm, cm, grow = _query_block(n, d, BLOCK_M, BLOCK_D)
     row_off = grow[:, None] * d + c[None, :]
     qt = tl.load(q + row_off, mask=rm[:, None] & cm[None, :], other=0.0)
     gt = tl.load(g + row_off, mask=rm[:, None] & cm[None, :], other=0.0)

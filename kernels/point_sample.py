@@ -34,16 +34,25 @@ def _taps(coords, bidx, i, mask, n, B, H, W, ALIGN: tl.constexpr, HAS_BIDX: tl.c
     row's image does not exist), integer corner 0, and the image index."""
     x = _unnormalize(tl.load(coords + 2 * i, mask=mask, other=0.0), W, ALIGN)
     y = _unnormalize(tl.load(coords + 2 * i + 1, mask=mask, other=0.0), H, ALIGN)
+    b, ok = _image(bidx, n, mask, B, HAS_BIDX)
+    x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _cell(x, y, ok, H, W)
+    return x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0, b
+
+
+@triton.jit
+def _cell(x, y, ok, H, W):
+    """The bilinear cell of pixel position (x, y) in an H x W map: its corner 0 (the floors),
+    which of the four corners lie inside (none where ``ok`` is false: x0/x0 + 1 by vx0/vx1,
+    y0/y0 + 1 by vy0/vy1), and corner 0 as an int64 index that is safe to address."""
     x0 = tl.floor(x)
     y0 = tl.floor(y)
-    b, ok = _image(bidx, n, mask, B, HAS_BIDX)
     vx0 = (x0 >= 0) & (x0 < W)
     vx1 = (x0 >= -1) & (x0 < W - 1)
     vy0 = ok & (y0 >= 0) & (y0 < H)
     vy1 = ok & (y0 >= -1) & (y0 < H - 1)
     ix0 = tl.where(vx0 | vx1, x0, 0.0).to(tl.int64)
     iy0 = tl.where(vy0 | vy1, y0, 0.0).to(tl.int64)
-    return x, y, x0, y0, vx0, vx1, vy0, vy1, ix0, iy0, b
+    return x0, y0, vx0, vx1, vy0, vy1, ix0, iy0
 
 
 @triton.jit

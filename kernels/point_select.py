@@ -1,11 +1,10 @@
 """Triton kernels of PointRend's point selection: the math of csrc/pointrend/point_select.h,
 drawing the same Philox random numbers, so every backend picks the same candidates."""
 
-import torch
 import triton
 import triton.language as tl
 
-from .point_sample import _unnormalize
+from .point_sample import _cell, _unnormalize
 
 
 @triton.jit
@@ -43,14 +42,7 @@ def score_candidates_kernel(
     ok = (ch >= 0) & (ch < C)
     px = _unnormalize(x, W, False)
     py = _unnormalize(y, H, False)
-    x0 = tl.floor(px)
-    y0 = tl.floor(py)
-    vx0 = (x0 >= 0) & (x0 < W)
-    vx1 = (x0 >= -1) & (x0 < W - 1)
-    vy0 = ok & (y0 >= 0) & (y0 < H)
-    vy1 = ok & (y0 >= -1) & (y0 < H - 1)
-    ix0 = tl.where(vx0 | vx1, x0, 0.0).to(tl.int64)
-    iy0 = tl.where(vy0 | vy1, y0, 0.0).to(tl.int64)
+    x0, y0, vx0, vx1, vy0, vy1, ix0, iy0 = _cell(px, py, ok, H, W)
     base = logits + r * s_n + tl.where(ok, ch, 0) * s_c + iy0 * s_h + ix0 * s_w
     v00 = tl.load(base, mask=mi & vy0 & vx0, other=0.0).to(tl.float32)
     v01 = tl.load(base + s_w, mask=mi & vy0 & vx1, other=0.0).to(tl.float32)

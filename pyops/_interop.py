@@ -130,7 +130,7 @@ def accepts_arrays(fn: Callable) -> Callable:
     then returns results of the first such argument's type; see the module docstring for the
     rules (zero-copy, read-only arrays refused, CUDA streams). Torch tensors pass through."""
     signature = inspect.signature(fn)
-    op = f"ada.{fn.__name__}" if fn.__module__ == "pyops.ada" else fn.__name__  # as in the ops' messages
+    op = f"ada.{fn.__name__}" if fn.__module__.startswith("pyops.ada.") else fn.__name__  # as in the ops' messages
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

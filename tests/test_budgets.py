@@ -274,7 +274,7 @@ CASES: dict[str, Case] = {
 def _budget_of(name: str) -> _budget.Budget:
     target = public_ops()[name]
     if isinstance(target, type) and not issubclass(target, torch.nn.Module):
-        target = getattr(target, "update")  # AdaController: its per-step call
+        target = target.update  # AdaController: its per-step call
     found = _budget.budget_of(target)
     assert found is not None, f"pyops.{name} declares no budget (pyops._budget.budget beside its definition)"
     return found

@@ -293,8 +293,8 @@ def test_igemm_saves_what_the_composition_saves(device, backend, channels_last):
     inputs, (stride, padding, dilation, groups) = make_case((2, 6, 4, 13, 11, 3, 2, 1, 2, True), torch.float64,
                                                             device, channels_last)
     geometry = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
-    want = getattr(ops_for(backend), "sac_conv2d")(*inputs, *geometry)
-    got = getattr(ops_for(backend), "sac_conv2d_igemm")(*inputs, *geometry)
+    want = ops_for(backend).sac_conv2d(*inputs, *geometry)
+    got = ops_for(backend).sac_conv2d_igemm(*inputs, *geometry)
     for name, a, b in zip(("out", "switch", "branch_diff", "xp", "x_mean", "y_mean"), got, want):
         assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride(), name
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7, msg=name)

@@ -7,7 +7,11 @@ import torch
 from pyops import _selfcheck
 from pyops import reference as _ref
 from pyops.pointrend.sampling import point_sample
-from pyops.pointrend.selection import calculate_uncertainty, get_uncertain_point_coords_with_randomness, subdivision_step
+from pyops.pointrend.selection import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    subdivision_step,
+)
 
 
 def _point_sample_inputs(device: torch.device, dtype: torch.dtype, gen: torch.Generator):

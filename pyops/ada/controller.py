@@ -1,0 +1,85 @@
+"""The adaptive augmentation strength: :class:`AdaController` (the r_t heuristic) and
+:func:`rv_heuristic` (the validation-set heuristic r_v)."""
+
+from __future__ import annotations
+
+import torch
+
+from pyops._budget import budget
+from pyops._interop import accepts_arrays
+from pyops.ada.pipeline import AugmentPipe
+
+
+class AdaController:
+    """Adjusts the augmentation strength ``p`` with the r_t heuristic.
+
+    Feed it the discriminator's outputs on real images every step (:meth:`update`); every
+    ``interval`` steps it computes r_t = E[sign(D(real))] over those steps (summed over all
+    processes with ``torch.distributed.all_reduce`` when a process group is initialised) and
+    moves ``p`` by ``sign(r_t - target) * N / (kimg * 1000)``, N the number of images seen in
+    the interval (batch * interval, over all processes), clamped at 0. No host synchronisation:
+    ``p`` and the statistics stay tensors on the logits' device.
+
+    Args:
+        pipe: the :class:`AugmentPipe` whose ``p`` buffer is adjusted in place, or ``None``
+            (then :attr:`p` is the controller's own tensor).
+        target: the r_t target (0.6 in the paper). interval: steps between adjustments (4).
+        kimg: thousands of images for ``p`` to go from 0 to 1 at full speed (500).
+    """
+
+    def __init__(self, pipe: AugmentPipe | None = None, target: float = 0.6, interval: int = 4, kimg: float = 500):
+        if not (isinstance(interval, int) and interval >= 1):
+            raise ValueError(f"pyops.AdaController: interval must be an int >= 1, got {interval!r}")
+        if not kimg > 0:
+            raise ValueError(f"pyops.AdaController: kimg must be > 0, got {kimg!r}")
+        self.pipe = pipe
+        self.target = float(target)
+        self.interval = interval
+        self.kimg = float(kimg)
+        self._own_p = torch.zeros(())  # used when there is no pipe
+        self._stats: torch.Tensor | None = None  # [sum of signs, count]
+        self._steps = 0
+        self.r_t: torch.Tensor | None = None  # the last r_t (a 0-dim tensor)
+
+    @property
+    def p(self) -> torch.Tensor:
+        """The augmentation strength (the pipe's ``p`` buffer when there is a pipe; looked up on
+        every use, so moving the pipe to another device after creating the controller is fine)."""
+        return self.pipe.p if self.pipe is not None else self._own_p
+
+    @torch.no_grad()
+    @budget(forward=16)
+    def update(self, real_logits: torch.Tensor) -> None:
+        """Record D's outputs on a batch of reals; adjusts ``p`` every ``interval`` calls."""
+        if not isinstance(real_logits, torch.Tensor):
+            raise TypeError(f"pyops.AdaController.update: real_logits must be a tensor, got {type(real_logits).__name__}")
+        signs = torch.sign(real_logits.detach().float())
+        step = torch.stack([signs.sum(), torch.tensor(float(signs.numel()), device=signs.device)]).double()
+        self._stats = step if self._stats is None else self._stats + step
+        self._steps += 1
+        if self._steps % self.interval == 0:
+            self._adjust()
+
+    def _adjust(self) -> None:
+        stats = self._stats
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        self._stats = None
+        self.r_t = (stats[0] / stats[1].clamp(min=1)).float()
+        adjust = torch.sign(self.r_t - self.target) * stats[1].float() / (self.kimg * 1000)
+        p = self.p
+        new_p = (p.to(adjust.device).float() + adjust).clamp(min=0)
+        p.copy_(new_p.to(p.device, p.dtype))
+
+
+@budget(forward=10)
+@accepts_arrays
+def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated: torch.Tensor) -> torch.Tensor:
+    """The validation overfitting heuristic r_v = (E[D_train] - E[D_validation]) /
+    (E[D_train] - E[D_generated]): 0 without overfitting, 1 when validation images look as fake
+    as generated ones (the paper's code targets 0.5). Returns a 0-dim tensor."""
+    for name, t in (("d_train", d_train), ("d_validation", d_validation), ("d_generated", d_generated)):
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+            raise ValueError(f"pyops.rv_heuristic: {name} must be a non-empty tensor of D outputs")
+    tr, va, ge = (t.detach().double().mean() for t in (d_train, d_validation, d_generated))
+    return ((tr - va) / (tr - ge)).float()

@@ -1,0 +1,195 @@
+"""The ADA augmentation pipeline :class:`AugmentPipe`: per-augmentation probability multipliers,
+strengths and presets, and the drawing of per-sample parameters."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pyops import _scripting
+from pyops._budget import budget
+from pyops.ada._checks import _check_images
+from pyops.ada.functional import augment
+from pyops.ada.matrices import rotate2d, rotate3d, scale2d, scale3d, translate2d, translate3d
+from pyops.reference import ada as _ref
+
+# Probability multipliers (all default 0) and strengths with their defaults.
+MULTIPLIERS = (
+    "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
+    "brightness", "contrast", "lumaflip", "hue", "saturation", "imgfilter", "noise", "cutout",
+)
+STRENGTHS = dict(
+    xint_max=0.125, scale_std=0.2, rotate_max=1.0, aniso_std=0.2, xfrac_std=0.125,
+    brightness_std=0.2, contrast_std=0.5, hue_max=1.0, saturation_std=1.0,
+    imgfilter_bands=(1.0, 1.0, 1.0, 1.0), imgfilter_std=1.0, noise_std=0.1, cutout_size=0.5,
+)
+_GEOM = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
+_COLOR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+_BLIT = dict(xflip=1, rotate90=1, xint=1)
+_GEOM_PRESET = dict(scale=1, rotate=1, aniso=1, xfrac=1)
+_COLOR_PRESET = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+PRESETS: dict[str, dict[str, float]] = {
+    "blit": _BLIT,
+    "geom": _GEOM_PRESET,
+    "color": _COLOR_PRESET,
+    "filter": dict(imgfilter=1),
+    "noise": dict(noise=1),
+    "cutout": dict(cutout=1),
+    "bg": {**_BLIT, **_GEOM_PRESET},
+    "bgc": {**_BLIT, **_GEOM_PRESET, **_COLOR_PRESET},
+    "bgcf": {**_BLIT, **_GEOM_PRESET, **_COLOR_PRESET, "imgfilter": 1},
+    "bgcfn": {**_BLIT, **_GEOM_PRESET, **_COLOR_PRESET, "imgfilter": 1, "noise": 1},
+    "bgcfnc": {**_BLIT, **_GEOM_PRESET, **_COLOR_PRESET, "imgfilter": 1, "noise": 1, "cutout": 1},
+}
+
+
+class AugmentPipe(torch.nn.Module):
+    """The ADA augmentation pipeline: ``AugmentPipe(xflip=1, rotate90=1, ...)`` or
+    ``AugmentPipe.from_preset("bgc")``; ``pipe.p`` (a buffer) is the augmentation strength.
+
+    Calling it on (B, C, H, W) images (C = 1 or 3, values in [-1, 1], any float dtype) draws
+    per-sample parameters with :meth:`sample_params` and applies :func:`augment`. Each
+    augmentation fires for a sample with probability ``multiplier * p``. Differentiable to any
+    order with respect to the images.
+    """
+
+    def __init__(self, *, p: float = 0.0, backend: str | None = None, **kwargs):
+        super().__init__()
+        unknown = set(kwargs) - set(MULTIPLIERS) - set(STRENGTHS)
+        if unknown:
+            raise TypeError(
+                f"pyops.AugmentPipe: unknown argument(s) {sorted(unknown)}; expected multipliers "
+                f"{MULTIPLIERS} or strengths {tuple(STRENGTHS)}"
+            )
+        for name in MULTIPLIERS:
+            value = float(kwargs.get(name, 0.0))
+            if not value >= 0:
+                raise ValueError(f"pyops.AugmentPipe: {name} must be a probability multiplier >= 0, got {value}")
+            setattr(self, name, value)
+        for name, default in STRENGTHS.items():
+            value = kwargs.get(name, default)
+            if name == "imgfilter_bands":
+                value = tuple(float(v) for v in value)
+                if len(value) != 4:
+                    raise ValueError(f"pyops.AugmentPipe: imgfilter_bands must have 4 entries, got {len(value)}")
+            else:
+                value = float(value)
+            setattr(self, name, value)
+        self.backend = backend
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> AugmentPipe:
+        """A pipeline with the multipliers of preset ``name`` (blit, geom, color, filter, noise,
+        cutout, bg, bgc, bgcf, bgcfn, bgcfnc); ``kwargs`` override or add arguments."""
+        if name not in PRESETS:
+            raise ValueError(f"pyops.AugmentPipe.from_preset: unknown preset {name!r}; expected one of {tuple(PRESETS)}")
+        return cls(**{**PRESETS[name], **kwargs})
+
+    def extra_repr(self) -> str:
+        on = ", ".join(f"{n}={getattr(self, n):g}" for n in MULTIPLIERS if getattr(self, n) > 0)
+        return f"p={float(self.p):.4f}, {on}"
+
+    @torch.no_grad()
+    def sample_params(self, images: torch.Tensor) -> dict:
+        """Per-sample parameters for ``images``, drawn from the torch generator of its device in
+        a fixed order (geometric, colour, filter, noise, cutout; per augmentation the value, then
+        the gate). Keys are the arguments of :func:`augment`; a stage with every multiplier 0 is
+        absent (skipped), so it costs nothing and draws nothing."""
+        B, ch, H, W = images.shape
+        dev = images.device
+        dt = torch.float32
+        p = self.p.to(device=dev, dtype=dt)
+
+        def rand(*shape):
+            return torch.rand(shape, device=dev, dtype=dt)
+
+        def randn(*shape):
+            return torch.randn(shape, device=dev, dtype=dt)
+
+        def gate(value, prob, identity):
+            return torch.where(rand(B) < prob, value, torch.full_like(value, identity))
+
+        out: dict = {}
+        if any(getattr(self, n) > 0 for n in _GEOM):
+            G = torch.eye(3, device=dev, dtype=dt).repeat(B, 1, 1)
+            zero = torch.zeros(B, device=dev, dtype=dt)
+            if self.xflip > 0:
+                i = gate(torch.floor(rand(B) * 2), self.xflip * p, 0.0)
+                G = G @ scale2d(1 - 2 * i, zero + 1)  # scale_inv(1 - 2i, 1) is its own inverse
+            if self.rotate90 > 0:
+                i = gate(torch.floor(rand(B) * 4), self.rotate90 * p, 0.0)
+                G = G @ rotate2d(math.pi / 2 * i)  # rotate_inv(-pi/2 i)
+            if self.xint > 0:
+                t = (rand(B, 2) * 2 - 1) * self.xint_max
+                t = torch.where((rand(B) < self.xint * p)[:, None], t, torch.zeros_like(t))
+                G = G @ translate2d(-torch.round(t[:, 0] * W), -torch.round(t[:, 1] * H))
+            if self.scale > 0:
+                s = gate(torch.exp2(randn(B) * self.scale_std), self.scale * p, 1.0)
+                G = G @ scale2d(1 / s, 1 / s)
+            p_rot = 1 - torch.sqrt((1 - self.rotate * p).clamp(0, 1))
+            if self.rotate > 0:
+                theta = gate((rand(B) * 2 - 1) * math.pi * self.rotate_max, p_rot, 0.0)
+                G = G @ rotate2d(theta)  # rotate_inv(-theta)
+            if self.aniso > 0:
+                s = gate(torch.exp2(randn(B) * self.aniso_std), self.aniso * p, 1.0)
+                G = G @ scale2d(1 / s, s)
+            if self.rotate > 0:
+                theta = gate((rand(B) * 2 - 1) * math.pi * self.rotate_max, p_rot, 0.0)
+                G = G @ rotate2d(theta)
+            if self.xfrac > 0:
+                t = randn(B, 2) * self.xfrac_std
+                t = torch.where((rand(B) < self.xfrac * p)[:, None], t, torch.zeros_like(t))
+                G = G @ translate2d(-t[:, 0] * W, -t[:, 1] * H)
+            out["G_inv"] = G
+        if any(getattr(self, n) > 0 for n in _COLOR):
+            C = torch.eye(4, device=dev, dtype=dt).repeat(B, 1, 1)
+            v = torch.tensor([1, 1, 1, 0], device=dev, dtype=dt) / math.sqrt(3)
+            vv = torch.outer(v, v)
+            eye = torch.eye(4, device=dev, dtype=dt)
+            if self.brightness > 0:
+                b = gate(randn(B) * self.brightness_std, self.brightness * p, 0.0)
+                C = translate3d(b, b, b) @ C
+            if self.contrast > 0:
+                c = gate(torch.exp2(randn(B) * self.contrast_std), self.contrast * p, 1.0)
+                C = scale3d(c, c, c) @ C
+            if self.lumaflip > 0:
+                i = gate(torch.floor(rand(B) * 2), self.lumaflip * p, 0.0)
+                C = (eye - 2 * vv * i.view(B, 1, 1)) @ C
+            if self.hue > 0 and ch > 1:
+                theta = gate((rand(B) * 2 - 1) * math.pi * self.hue_max, self.hue * p, 0.0)
+                C = rotate3d(v, theta) @ C
+            if self.saturation > 0 and ch > 1:
+                s = gate(torch.exp2(randn(B) * self.saturation_std), self.saturation * p, 1.0)
+                C = (vv + (eye - vv) * s.view(B, 1, 1)) @ C
+            out["C"] = C
+        if self.imgfilter > 0:
+            power = torch.tensor(_ref.EXPECTED_POWER, device=dev, dtype=dt)
+            g = torch.ones(B, 4, device=dev, dtype=dt)
+            for i, band in enumerate(self.imgfilter_bands):
+                t_i = gate(torch.exp2(randn(B) * self.imgfilter_std), self.imgfilter * p * band, 1.0)
+                t = torch.ones(B, 4, device=dev, dtype=dt)
+                t[:, i] = t_i
+                t = t / (power * t.square()).sum(dim=1, keepdim=True).sqrt()
+                g = g * t
+            out["filter_gains"] = g
+        if self.noise > 0:
+            sigma = gate(randn(B).abs() * self.noise_std, self.noise * p, 0.0)
+            out["noise_sigma"] = sigma
+            out["noise"] = randn(B, ch, H, W)
+        if self.cutout > 0:
+            size = gate(torch.full((B,), self.cutout_size, device=dev, dtype=dt), self.cutout * p, 0.0)
+            centre = rand(B, 2)
+            out["cutout_boxes"] = torch.stack([centre[:, 0], centre[:, 1], size, size], dim=1)
+        return out
+
+    def __prepare_scriptable__(self):
+        """Called by ``torch.jit.script`` (also on submodules): refuse with the reason and the
+        alternatives, instead of TorchScript's compiler error."""
+        raise NotImplementedError(_scripting.AUGMENT_PIPE_ERROR)
+
+    @budget(forward=400, backward=2, note="parameter sampling dispatches ~350 ops and syncs today (#17)")
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_images("AugmentPipe", images)
+        return augment(images, **self.sample_params(images), backend=self.backend)

@@ -1,0 +1,130 @@
+"""The switchable atrous convolution layer :class:`SAConv2d` (mmcv's parameter names and
+checkpoint rules)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from pyops import _backend, _scripting
+from pyops._budget import budget
+from pyops.reference.sac import AWS_EPS
+from pyops.sac.conv import _check_algorithm, _check_geometry, sac_conv2d
+
+
+class SAConv2d(nn.Conv2d):
+    """Switchable atrous convolution (DetectoRS), a drop-in for mmcv's ``SAConv2d`` (``SAC``).
+
+    Parameters and buffers carry mmcv's names (``weight``, ``bias``, ``weight_gamma``,
+    ``weight_beta``, ``weight_diff``, ``switch.*``, ``pre_context.*``, ``post_context.*``), so an
+    mmcv / mmdetection / DetectoRS state_dict loads unchanged. Initialisation: the switch is
+    weight 0, bias 1 (so ``S == 1``), ``weight_diff`` is 0 and both context convs are 0: the layer
+    then equals a plain convolution with weight ``weight``.
+
+    Checkpoint loading follows AWS: a state_dict without ``weight_gamma``/``weight_beta`` (a plain
+    ``nn.Conv2d`` one) sets ``beta = mean_o(W)`` and ``gamma = sqrt(var_o(W) + 1e-5)`` so the
+    standardised weight equals ``W`` exactly; the switch, ``weight_diff`` and the contexts are
+    then reset to their initial values (if the checkpoint lacks them) and not reported missing,
+    so the loaded layer equals that convolution.
+
+    The bias is added once, after the blend (the original DetectoRS code adds it in both branches,
+    which is the same; mmcv on torch >= 1.8 drops it, which differs only for a non-zero bias).
+    ``use_deform=True`` is not implemented and raises ``NotImplementedError``.
+    ``backend`` picks the backend of every call (``None``: by device, see :mod:`pyops._backend`)
+    and ``algorithm`` the forward algorithm (``None``: :func:`default_algorithm`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, use_deform: bool = False, *, backend: str | None = None,
+                 algorithm: str | None = None):
+        if use_deform:
+            raise NotImplementedError(
+                "pyops.SAConv2d: use_deform=True (the deformable-offset variant) is not implemented; "
+                "only use_deform=False is supported"
+            )
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, bias=bias)
+        _check_geometry(in_channels, self.weight.shape, self.stride, self.padding, self.dilation, groups,
+                        "pyops.SAConv2d")
+        _backend._validate(backend)
+        _check_algorithm(algorithm, "pyops.SAConv2d")
+        self.backend = backend
+        self.algorithm = algorithm
+        self.use_deform = False
+        self.register_buffer("weight_gamma", torch.ones(out_channels, 1, 1, 1))
+        self.register_buffer("weight_beta", torch.zeros(out_channels, 1, 1, 1))
+        self.switch = nn.Conv2d(in_channels, 1, kernel_size=1, stride=stride, bias=True)
+        self.weight_diff = nn.Parameter(torch.empty_like(self.weight))
+        self.pre_context = nn.Conv2d(in_channels, in_channels, kernel_size=1, bias=True)
+        self.post_context = nn.Conv2d(out_channels, out_channels, kernel_size=1, bias=True)
+        self.init_sac()
+        self.register_load_state_dict_post_hook(_post_load_hook)
+
+    @torch.no_grad()
+    def init_sac(self) -> None:
+        """Reset the switch (S == 1), weight_diff and both contexts (0) to their initial values."""
+        self.switch.weight.zero_()
+        self.switch.bias.fill_(1.0)
+        self.weight_diff.zero_()
+        for conv in (self.pre_context, self.post_context):
+            conv.weight.zero_()
+            conv.bias.zero_()
+
+    @budget(forward=1, backward=1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
+            return _scripting.sac_conv2d(
+                x, self.weight, self.weight_gamma, self.weight_beta, self.weight_diff, self.switch.weight,
+                self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
+                self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
+                [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend, self.algorithm)
+        params = [
+            self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
+            self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,
+            self.post_context.weight, self.post_context.bias, self.bias,
+        ]
+        geometry = (self.stride, self.padding, self.dilation, self.groups)
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):  # run in the autocast dtype, like nn.Conv2d
+            dtype = torch.get_autocast_dtype(device_type)
+            x = x.to(dtype)
+            params = [p.to(dtype) if p is not None else None for p in params]
+            with torch.autocast(device_type, enabled=False):  # the kernels pick their own precision
+                return sac_conv2d(x, *params, *geometry, backend=self.backend, algorithm=self.algorithm)
+        return sac_conv2d(x, *params, *geometry, backend=self.backend, algorithm=self.algorithm)
+
+    # AWS checkpoint rule: gamma is set to -1 before loading; a positive mean afterwards means
+    # the checkpoint carried gamma/beta. Otherwise recover them from the loaded weight.
+    _SAC_KEYS = ("weight_gamma", "weight_beta", "weight_diff", "switch.weight", "switch.bias",
+                 "pre_context.weight", "pre_context.bias", "post_context.weight", "post_context.bias")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        self.weight_gamma.data.fill_(-1)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._recovered_prefix = None
+        if self.weight_gamma.data.mean() > 0:
+            return
+        with torch.no_grad():
+            flat = self.weight.data.flatten(1)
+            self.weight_beta.data.copy_(flat.mean(dim=1).view(-1, 1, 1, 1))
+            self.weight_gamma.data.copy_(torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1))
+            self.init_sac()  # the child convs load after this, from the checkpoint if it has them
+        self._recovered_prefix = prefix
+
+    def _drop_recovered_keys(self, incompatible_keys) -> None:
+        prefix = getattr(self, "_recovered_prefix", None)
+        if prefix is None:
+            return
+        self._recovered_prefix = None
+        for key in self._SAC_KEYS:
+            while prefix + key in incompatible_keys.missing_keys:
+                incompatible_keys.missing_keys.remove(prefix + key)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", use_deform=False"
+
+
+def _post_load_hook(module, incompatible_keys):
+    module._drop_recovered_keys(incompatible_keys)

@@ -224,8 +224,12 @@ def linformer_attention(
     _check_backend_limits(op, name, q.dtype, d)
     kp = _project(name, k, E, key_padding_mask)
     vp = _project(name, v, E if F is None else F, key_padding_mask)
-    if kp.shape[1] != H:  # one key/value head attended by every query head
-        kp, vp = kp.expand(B, H, *kp.shape[2:]), vp.expand(B, H, *vp.shape[2:])
+    # one key/value head attended by every query head: a shared projection keeps one head, a
+    # per-head one gives H, so K' and V' are broadcast to H separately
+    if kp.shape[1] != H:
+        kp = kp.expand(B, H, *kp.shape[2:])
+    if vp.shape[1] != H:
+        vp = vp.expand(B, H, *vp.shape[2:])
     out, _ = _ATTEND.kernel(name)(q, kp, vp, float(scale), float(dropout_p), seed)
     return out
 

@@ -317,7 +317,8 @@ def _aws_row_stats(w, o, mo, M, ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: t
         mm = mo[:, None] & (m < M)[None, :]
         d = tl.where(mm, tl.load(w + o[:, None] * M + m[None, :], mask=mm, other=0.0).to(ACC) - mean[:, None], 0.0)
         acc += d * d
-    var = tl.sum(acc, axis=1) / (M - 1) + EPS
+    # unbiased, with divisor 1 for a single weight (fan-in 1: variance 0, sac.h aws_var_divisor)
+    var = tl.sum(acc, axis=1) / (M - 1 + (M == 1)) + EPS
     if ACC == tl.float64:
         inv_sigma = 1.0 / tl.sqrt(var)
     else:  # correctly rounded, as the C++ sqrtf and division
@@ -380,7 +381,7 @@ def aws_backward_kernel(gw_small, gw_large, w, gamma, g_w, g_gamma, g_beta, O, M
     total_g = tl.sum(sum_g, axis=1)
     total_g_std = tl.sum(sum_g_std, axis=1)
     mean_g = (total_g / M)[:, None]
-    proj = (total_g_std / (M - 1))[:, None]
+    proj = (total_g_std / (M - 1 + (M == 1)))[:, None]
     scale = (tl.load(gamma + o, mask=mo, other=0.0).to(ACC) * inv_sigma)[:, None]
     for m0 in range(0, M, BLOCK_W):
         m = m0 + tl.arange(0, BLOCK_W)

@@ -193,6 +193,9 @@ class SAConv2d(nn.Conv2d):
 
     The bias is added once, after the blend (the original DetectoRS code adds it in both branches,
     which is the same; mmcv on torch >= 1.8 drops it, which differs only for a non-zero bias).
+    Fan-in 1 (``in_channels / groups * kh * kw == 1``): the variance of a single weight is taken
+    as 0 (mmcv's unbiased variance is NaN there), so the standardised weight is 0 and
+    ``AWS(W) = weight_beta``, in every backend and in :mod:`pyops.reference`.
     ``use_deform=True`` is not implemented and raises ``NotImplementedError``.
     ``backend`` picks the backend of every call (``None``: by device, see :mod:`pyops._backend`)
     and ``algorithm`` the forward algorithm (``None``: :func:`default_algorithm`).
@@ -273,7 +276,7 @@ class SAConv2d(nn.Conv2d):
         with torch.no_grad():
             flat = self.weight.data.flatten(1)
             self.weight_beta.data.copy_(flat.mean(dim=1).view(-1, 1, 1, 1))
-            self.weight_gamma.data.copy_(torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1))
+            self.weight_gamma.data.copy_(torch.sqrt(_ref.sac.aws_variance(flat) + AWS_EPS).view(-1, 1, 1, 1))
             self.init_sac()  # the child convs load after this, from the checkpoint if it has them
         self._recovered_prefix = prefix
 

@@ -18,12 +18,20 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def aws_variance(flat: torch.Tensor) -> torch.Tensor:
+    """Per-row unbiased variance of (O, M) weights; a row of one weight (fan-in 1, e.g. a 1x1
+    depthwise convolution) has variance 0, not torch.var's NaN."""
+    return flat.var(dim=1, correction=1 if flat.shape[1] > 1 else 0)
+
+
 def aws_weight(weight: torch.Tensor, weight_gamma: torch.Tensor, weight_beta: torch.Tensor) -> torch.Tensor:
     """Adaptive weight standardisation: per output channel, ``gamma * (W - mean) / sqrt(var + 1e-5)
-    + beta`` with the unbiased variance over the channel's ``C/g * kh * kw`` weights."""
+    + beta`` with the unbiased variance over the channel's ``C/g * kh * kw`` weights
+    (:func:`aws_variance`: at fan-in 1 the variance is 0, the standardised weight 0 and
+    ``AWS(W) = beta``)."""
     flat = weight.flatten(1)
     mean = flat.mean(dim=1).view(-1, 1, 1, 1)
-    std = torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1)
+    std = torch.sqrt(aws_variance(flat) + AWS_EPS).view(-1, 1, 1, 1)
     return weight_gamma * ((weight - mean) / std) + weight_beta
 
 

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from pyops import _backend, _scripting, _selfcheck
+from pyops import _backend, _checks, _scripting, _selfcheck
 from pyops._budget import budget
 from pyops._registry import Op
 from pyops._interop import accepts_arrays
@@ -315,22 +315,23 @@ class AugmentPipe(torch.nn.Module):
                 f"pyops.AugmentPipe: unknown argument(s) {sorted(unknown)}; expected multipliers "
                 f"{MULTIPLIERS} or strengths {tuple(STRENGTHS)}"
             )
-        for name in MULTIPLIERS:
-            value = float(kwargs.get(name, 0.0))
-            if not value >= 0:
-                raise ValueError(f"pyops.AugmentPipe: {name} must be a probability multiplier >= 0, got {value}")
-            setattr(self, name, value)
-        for name, default in STRENGTHS.items():
+        fn = "AugmentPipe"
+        for name in MULTIPLIERS:  # probability multipliers: finite, >= 0
+            setattr(self, name, _checks.number(fn, name, kwargs.get(name, 0.0), min=0))
+        for name, default in STRENGTHS.items():  # strengths: finite, >= 0 (cutout_size a fraction)
             value = kwargs.get(name, default)
             if name == "imgfilter_bands":
-                value = tuple(float(v) for v in value)
-                if len(value) != 4:
-                    raise ValueError(f"pyops.AugmentPipe: imgfilter_bands must have 4 entries, got {len(value)}")
+                if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 4:
+                    _checks.fail(fn, f"imgfilter_bands must be 4 numbers (band multipliers), got {value!r}")
+                value = tuple(_checks.number(fn, "imgfilter_bands", v, min=0) for v in value)
             else:
-                value = float(value)
+                value = _checks.number(fn, name, value, min=0, max=1 if name == "cutout_size" else None)
             setattr(self, name, value)
+        if isinstance(p, torch.Tensor) and p.numel() == 1:  # a 0-dim strength, e.g. another pipe's p
+            p = float(p)
+        p = _checks.number(fn, "p", p, min=0, max=1)
         self.backend = backend
-        self.register_buffer("p", torch.tensor(float(p)))
+        self.register_buffer("p", torch.tensor(p))
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> AugmentPipe:
@@ -469,14 +470,15 @@ class AdaController:
     """
 
     def __init__(self, pipe: AugmentPipe | None = None, target: float = 0.6, interval: int = 4, kimg: float = 500):
-        if not (isinstance(interval, int) and interval >= 1):
-            raise ValueError(f"pyops.AdaController: interval must be an int >= 1, got {interval!r}")
-        if not kimg > 0:
-            raise ValueError(f"pyops.AdaController: kimg must be > 0, got {kimg!r}")
+        fn = "AdaController"
+        if pipe is not None and not isinstance(pipe, AugmentPipe):
+            _checks.fail(fn, f"pipe must be a pyops.AugmentPipe or None, got {_checks.describe(pipe)}", TypeError)
+        self.interval = _checks.integer(fn, "interval", interval, min=1)
+        self.target = _checks.number(fn, "target", target)
+        self.kimg = _checks.number(fn, "kimg", kimg, min=0)
+        if self.kimg == 0:
+            _checks.fail(fn, "kimg must be > 0, got 0")
         self.pipe = pipe
-        self.target = float(target)
-        self.interval = interval
-        self.kimg = float(kimg)
         self._own_p = torch.zeros(())  # used when there is no pipe
         self._stats: torch.Tensor | None = None  # [sum of signs, count]
         self._steps = 0

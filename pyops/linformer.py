@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from pyops import _backend, _scripting, _selfcheck
+from pyops import _backend, _checks, _scripting, _selfcheck
 from pyops._budget import budget
 from pyops._registry import Op
 from pyops._interop import accepts_arrays
@@ -213,7 +213,9 @@ def linformer_attention(
         scale = 1.0 / math.sqrt(d) if d > 0 else 1.0
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         _fail(op, f"scale must be a finite number or None, got {scale!r}")
-    if d == 0 or k.shape[1] == 0:
+    if H == 0:
+        _fail(op, f"q must have at least one head (H >= 1), got q of shape {tuple(q.shape)}")
+    if d == 0:
         _fail(op, f"the head dim d must be at least 1, got q of shape {tuple(q.shape)}")
     name = _backend.resolve(op, backend, q.device)
     seed = _ref.draw_seed() if dropout_p > 0 else 0
@@ -297,6 +299,12 @@ class LinformerSelfAttention(nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
+        fn = "LinformerSelfAttention"
+        dim, seq_len, k, heads = (_checks.integer(fn, n, v, min=1) for n, v in
+                                  (("dim", dim), ("seq_len", seq_len), ("k", k), ("heads", heads)))
+        if dim_head is not None:
+            dim_head = _checks.integer(fn, "dim_head", dim_head, min=1)
+        dropout = _checks.number(fn, "dropout", dropout, min=0, max=1)
         if sharing not in SHARING:
             raise ValueError(f"LinformerSelfAttention: sharing must be one of {SHARING}, got {sharing!r}")
         if dim_head is None:
@@ -332,8 +340,7 @@ class LinformerSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
             return self._forward_scripted(x, key_padding_mask)
-        if x.dim() != 3:
-            raise ValueError(f"LinformerSelfAttention: x must be (B, n, dim), got shape {tuple(x.shape)}")
+        _checks.tensor("LinformerSelfAttention", "x", x, dims=3, shape="(B, n, dim)")
         B, n, _ = x.shape
         if n > self.seq_len:
             raise ValueError(f"LinformerSelfAttention: sequence length {n} exceeds seq_len = {self.seq_len}")

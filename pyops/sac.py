@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pyops import _backend, _scripting, _selfcheck
+from pyops import _backend, _checks, _scripting, _selfcheck
 from pyops._budget import budget
 from pyops._registry import Op
 from pyops._interop import accepts_arrays
@@ -245,6 +245,7 @@ class SAConv2d(nn.Conv2d):
                 self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
                 self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
                 [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend, self.algorithm)
+        _checks.tensor("SAConv2d", "x", x, dims=None, dtypes=None)
         params = [
             self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
             self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,

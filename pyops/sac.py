@@ -160,6 +160,8 @@ def sac_conv2d(
 
     Differentiable with respect to every tensor argument (``weight_gamma``/``weight_beta`` too,
     although :class:`SAConv2d` keeps them as buffers). The bias is added once after the blend.
+    Zero input channels give ``bias + PostCtx(bias)`` at every pixel (a convolution over no
+    channels is 0), zero output channels an empty (N, 0, Ho, Wo) output.
     """
     stride, padding, dilation = _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation)
     _check_algorithm(algorithm, "pyops.sac_conv2d")
@@ -168,7 +170,10 @@ def sac_conv2d(
     name = _backend.resolve("sac_conv2d", backend, x.device)
     args = (x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
             pre_weight, pre_bias, post_weight, post_bias, bias)
-    if name == "reference":
+    # Empty channels (C = 0 or O = 0): the convolutions contribute nothing, out = bias +
+    # PostCtx(bias) (an empty output for O = 0), defined here as in the reference; the kernels
+    # need C, O >= 1 (and assert it)
+    if name == "reference" or x.shape[1] == 0 or weight.shape[0] == 0:
         return _ref.sac_conv2d(*args, stride, padding, dilation, groups)
     if algorithm is None:
         algorithm = default_algorithm(name, x.shape, weight.shape, stride, dilation, groups)
@@ -570,17 +575,17 @@ def random_parameters(C: int, O: int, k: int = 3, groups: int = 1, bias: bool = 
     def r(*shape, scale=1.0, offset=0.0):
         return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale + offset).to(device=device, dtype=dtype)
 
-    fan_in = C // groups * k * k
+    fan_in = max(C // groups * k * k, 1)  # (empty channels: any scale)
     return (
         r(O, C // groups, k, k, scale=fan_in ** -0.5),
         r(O, 1, 1, 1, scale=0.2, offset=1.0),
         r(O, 1, 1, 1, scale=0.02),
         r(O, C // groups, k, k, scale=0.5 * fan_in ** -0.5),
-        r(1, C, 1, 1, scale=C ** -0.5),
+        r(1, C, 1, 1, scale=max(C, 1) ** -0.5),
         r(1, scale=0.1, offset=0.5),
-        r(C, C, 1, 1, scale=0.5 * C ** -0.5),
+        r(C, C, 1, 1, scale=0.5 * max(C, 1) ** -0.5),
         r(C, scale=0.1),
-        r(O, O, 1, 1, scale=0.5 * O ** -0.5),
+        r(O, O, 1, 1, scale=0.5 * max(O, 1) ** -0.5),
         r(O, scale=0.1),
         r(O, scale=0.1) if bias else None,
     )

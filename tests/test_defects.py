@@ -200,7 +200,7 @@ def test_defect5_subdivision_step_float64(shape):
 ])
 def test_defect6_augment_pipe_refuses_bad_hyper_parameters(kwargs, arg):
     with pytest.raises((ValueError, TypeError), match=rf"pyops\.AugmentPipe: {arg}\b"):
-        pyops.AugmentPipe(xflip=1, **{k: v for k, v in kwargs.items()})
+        pyops.AugmentPipe(**{"xflip": 1, **kwargs})
 
 
 def test_defect6_controller_arguments():
@@ -216,7 +216,7 @@ def test_defect6_controller_arguments():
 @pytest.mark.parametrize("kwargs,arg", [(dict(k=0), "k"), (dict(heads=0), "heads"), (dict(k=-1), "k"),
                                         (dict(seq_len=0), "seq_len"), (dict(dim_head=0), "dim_head")])
 def test_defect7_linformer_module_hyper_parameters(kwargs, arg):
-    args = dict(dim=16, seq_len=12, **kwargs)
+    args = {"dim": 16, "seq_len": 12, **kwargs}
     with pytest.raises(ValueError, match=rf"LinformerSelfAttention: {arg} must"):
         pyops.LinformerSelfAttention(**args)
 

@@ -545,7 +545,9 @@ def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated:
     (E[D_train] - E[D_generated]): 0 without overfitting, 1 when validation images look as fake
     as generated ones (the paper's code targets 0.5). Returns a 0-dim tensor."""
     for name, t in (("d_train", d_train), ("d_validation", d_validation), ("d_generated", d_generated)):
-        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"pyops.rv_heuristic: {name} must be a tensor of D outputs, got {_checks.describe(t)}")
+        if t.numel() == 0:
             raise ValueError(f"pyops.rv_heuristic: {name} must be a non-empty tensor of D outputs")
     tr, va, ge = (t.detach().double().mean() for t in (d_train, d_validation, d_generated))
     return ((tr - va) / (tr - ge)).float()

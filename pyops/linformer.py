@@ -73,7 +73,7 @@ def _check_mask(op: str, mask, B: int, n: int, device) -> None:
     if tuple(mask.shape) != (B, n):
         _fail(op, f"key_padding_mask must have shape (B, n) = ({B}, {n}), got {tuple(mask.shape)}")
     if mask.device != device:
-        _fail(op, f"key_padding_mask is on {mask.device} but the inputs are on {device}")
+        _fail(op, f"key_padding_mask is on {mask.device} but the keys/values (x, k, v) are on {device}")
 
 
 def _check_devices(op: str, named: dict) -> None:

@@ -214,6 +214,12 @@ class SAConv2d(nn.Conv2d):
                 "pyops.SAConv2d: use_deform=True (the deformable-offset variant) is not implemented; "
                 "only use_deform=False is supported"
             )
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            _checks.integer("SAConv2d", name, value, min=0)
+        groups = _checks.integer("SAConv2d", "groups", groups, min=1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"pyops.SAConv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                             f"divisible by groups ({groups})")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
         _check_geometry(in_channels, self.weight.shape, self.stride, self.padding, self.dilation, groups,

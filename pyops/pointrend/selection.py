@@ -219,6 +219,9 @@ def sample_points_for_loss(
         point_labels (R, N) float32 bilinear samples of the masks).
     """
     fn = "sample_points_for_loss"
+    _checks.integer(fn, "num_points", num_points, min=1)
+    _checks.number(fn, "oversample_ratio", oversample_ratio, min=1)
+    _checks.number(fn, "importance_sample_ratio", importance_sample_ratio, min=0, max=1)
     _checks.tensor(fn, "mask_logits", mask_logits, dims=(3, 4), shape="(R, 1, h, w) or (R, h, w)")
     if mask_logits.dim() == 3:
         mask_logits = mask_logits.unsqueeze(1)

@@ -45,14 +45,11 @@ ADA_OPS = ("augment", "geometric_color", "filter_noise_cutout", "AugmentPipe", "
 # Known violations, each with the issue that removes it. A listed case that passes fails the test
 # (strict xfail): take it off the list.
 KNOWN_SYNCS = {
-    "get_uncertain_point_coords_with_randomness": "validates classes with classes.min()/max() (#16)",
     "AugmentPipe": "sample_params reads parameters on the host (#17)",
     "AdaController": "adjusts p with host arithmetic (#17)",
 }
 # On fake CPU tensors (the backward test) only reads of tensor values still fail.
-KNOWN_VALUE_READS = {
-    "get_uncertain_point_coords_with_randomness": KNOWN_SYNCS["get_uncertain_point_coords_with_randomness"],
-}
+KNOWN_VALUE_READS: dict[str, str] = {}
 
 
 def public_ops() -> dict[str, object]:

@@ -91,6 +91,39 @@ def test_equals_grid_sample(device, backend):
     torch.testing.assert_close(pyops.point_sample(x, c, backend=backend), want, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_detectron2_and_mmcv_calls(mode, padding_mode):
+    # detectron2: point_sample(input, point_coords, **grid_sample_kwargs); mmcv: point_sample(input, points, ...)
+    x = make_input(2, 3, 7, 9, torch.float32, "cpu").requires_grad_()
+    c = make_coords((2, 25, 2), torch.float32, "cpu")
+    want = F.grid_sample(x, 2.0 * c.unsqueeze(2) - 1.0, mode=mode, padding_mode=padding_mode, align_corners=True).squeeze(3)
+    for call in (
+        lambda: pyops.point_sample(x, point_coords=c, align_corners=True, mode=mode, padding_mode=padding_mode),
+        lambda: pyops.point_sample(x, points=c, align_corners=True, mode=mode, padding_mode=padding_mode),
+        lambda: pyops.point_sample(x, c, True, mode=mode, padding_mode=padding_mode),
+    ):
+        got = call()
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+        (g,) = torch.autograd.grad(got, x, torch.ones_like(got))
+        (g_want,) = torch.autograd.grad(want, x, torch.ones_like(want), retain_graph=True)
+        torch.testing.assert_close(g, g_want, atol=1e-5, rtol=1e-5)
+
+
+def test_point_argument_names_are_checked():
+    x, c = make_input(1, 2, 4, 4, torch.float32, "cpu"), make_coords((1, 3, 2), torch.float32, "cpu")
+    with pytest.raises(TypeError, match=r"pyops.point_sample: pass the points once.*\['coords', 'points'\]"):
+        pyops.point_sample(x, c, points=c)
+    with pytest.raises(TypeError, match="pyops.point_sample: pass the points once.*none"):
+        pyops.point_sample(x)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['interpolation'\]"):
+        pyops.point_sample(x, c, interpolation="bilinear")
+    with pytest.raises(ValueError, match="pyops.point_sample: mode must be"):
+        pyops.point_sample(x, c, mode="area")
+    with pytest.raises(ValueError, match="pyops.point_sample: padding_mode must be"):
+        pyops.point_sample(x, c, padding_mode="circular")
+
+
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_mixed_dtypes_and_non_contiguous(device, backend):
     base = make_input(2, 10, 12, 9, torch.float32, device)

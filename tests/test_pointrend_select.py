@@ -93,7 +93,6 @@ def test_generic_uncertainty_function_runs_reference_composition():
         (dict(importance_sample_ratio=-0.1), r"importance_sample_ratio must be in \[0, 1\]"),
         (dict(candidates=torch.rand(2, 5, 2)), "candidates must have shape"),
         (dict(logits=torch.randn(2, 3, 8, 8)), "logits has 3 channels: pass classes"),
-        (dict(logits=torch.randn(2, 3, 8, 8), classes=torch.tensor([0, 3])), r"classes must lie in \[0, 3\)"),
         (dict(logits=torch.randn(2, 8, 8)), r"coarse_logits must be a \(R, C, H, W\) tensor, got shape \(2, 8, 8\)"),
     ],
 )
@@ -107,7 +106,22 @@ def test_selection_rejects_bad_inputs(kwargs, match):
         )
 
 
+@pytest.mark.parametrize("bad", [3, -1])
+def test_selection_checks_classes_without_a_host_sync(bad):
+    # torch._assert_async: an immediate RuntimeError on the CPU, a device-side assert on CUDA.
+    with pytest.raises(RuntimeError, match=r"pyops.get_uncertain_point_coords_with_randomness: classes must lie in \[0, 3\)"):
+        pyops.get_uncertain_point_coords_with_randomness(torch.randn(2, 3, 8, 8), None, 10, 3.0, 0.75, classes=torch.tensor([0, bad]))
+
+
 # ---- grid helpers and uncertainty ---------------------------------------------------------------
+
+
+def test_on_grid_indices_come_in_detectron2_topk_order():
+    umap = randn(3, 1, 6, 7)
+    idx, coords = pyops.get_uncertain_point_coords_on_grid(umap, 10)
+    assert torch.equal(idx, torch.topk(umap.view(3, 42), k=10, dim=1)[1])
+    want = torch.stack(((idx % 7 + 0.5) / 7, (idx // 7 + 0.5) / 6), dim=-1)
+    torch.testing.assert_close(coords, want)
 
 
 def test_grid_helpers_and_uncertainty():

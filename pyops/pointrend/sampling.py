@@ -30,14 +30,36 @@ def _check_point_sample(fn: str, input, coords, align_corners) -> None:
         _checks.fail(fn, f"input must have non-empty spatial dimensions (H, W), got shape {tuple(input.shape)}")
 
 
+def _coords_argument(coords, point_coords, points):
+    given = {n: v for n, v in (("coords", coords), ("point_coords", point_coords), ("points", points)) if v is not None}
+    if len(given) != 1:
+        _checks.fail("point_sample", f"pass the points once, as coords (or point_coords= / points=), got {sorted(given) or 'none'}", TypeError)
+    return next(iter(given.values()))
+
+
+def _grid_sample_options(kwargs: dict) -> tuple[str, str]:
+    unknown = set(kwargs) - {"mode", "padding_mode"}
+    if unknown:
+        _checks.fail("point_sample", f"unexpected keyword argument(s) {sorted(unknown)}; F.grid_sample options taken: mode, padding_mode", TypeError)
+    mode, padding_mode = kwargs.get("mode", "bilinear"), kwargs.get("padding_mode", "zeros")
+    if mode not in ("bilinear", "nearest", "bicubic"):
+        _checks.fail("point_sample", f"mode must be 'bilinear', 'nearest' or 'bicubic', got {mode!r}")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        _checks.fail("point_sample", f"padding_mode must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
+    return mode, padding_mode
+
+
 @budget(forward=1, backward=2, note="one kernel forward; input and coords gradients one kernel each")
 @accepts_arrays
 def point_sample(
     input: torch.Tensor,
-    coords: torch.Tensor,
+    coords: torch.Tensor | None = None,
     align_corners: bool = False,
     *,
     backend: str | None = None,
+    point_coords: torch.Tensor | None = None,
+    points: torch.Tensor | None = None,
+    **grid_sample_kwargs,
 ) -> torch.Tensor:
     """Bilinear samples of a feature map at normalized points (PointRend's ``point_sample``).
 
@@ -49,6 +71,11 @@ def point_sample(
         align_corners: as in ``F.grid_sample``; ``False`` maps ``u`` to pixel ``u * W - 0.5``.
         backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic, see
             :mod:`pyops._backend`).
+        point_coords, points: other names of ``coords`` (detectron2's and mmcv's), so their calls
+            work unchanged; pass exactly one of the three.
+        **grid_sample_kwargs: ``mode`` and ``padding_mode``, forwarded to ``F.grid_sample`` as
+            detectron2 and mmcv do. The kernels implement the defaults (``"bilinear"``,
+            ``"zeros"``); any other value runs ``F.grid_sample`` itself (the reference).
 
     Returns:
         (N, C, P) or (N, C, Hg, Wg) in ``input.dtype`` (float32 for masks). For a channels_last
@@ -61,7 +88,11 @@ def point_sample(
     Differentiable with respect to ``input`` and ``coords``; the gradient to ``input`` is
     deterministic (bit-identical across runs) on every backend but ``"reference"``.
     """
+    coords = _coords_argument(coords, point_coords, points)
     _check_point_sample("point_sample", input, coords, align_corners)
+    mode, padding_mode = _grid_sample_options(grid_sample_kwargs)
+    if (mode, padding_mode) != ("bilinear", "zeros"):
+        return _ref.point_sample(input, coords, align_corners, mode, padding_mode)
     if coords.dim() == 4:
         out = sample_rows(input, coords.reshape(coords.shape[0], -1, 2), align_corners, None, backend)
         return out.view(*out.shape[:2], *coords.shape[1:3])

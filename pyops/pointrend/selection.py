@@ -45,7 +45,7 @@ def _random_seed(device: torch.device, generator: torch.Generator | None) -> tor
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device, generator=generator)
 
 
-@budget(forward=6, note="seed draw, candidate scoring, top-k, point picking")
+@budget(forward=7, note="device-side check of classes (5 ops, no sync), seed draw, one fused kernel")
 @accepts_arrays
 def get_uncertain_point_coords_with_randomness(
     coarse_logits: torch.Tensor,
@@ -97,8 +97,9 @@ def get_uncertain_point_coords_with_randomness(
         classes = torch.as_tensor(classes, device=coarse_logits.device).long()
         if classes.shape != (R,):
             _checks.fail(fn, f"classes must have shape ({R},), got {tuple(classes.shape)}")
-        if R and (classes.min() < 0 or classes.max() >= C):  # a host sync: removed by #16
-            _checks.fail(fn, f"classes must lie in [0, {C}), got values from {classes.min().item()} to {classes.max().item()}")
+        # Checked on the device, without a host sync: raises at once on the CPU, and as a device-side
+        # assert (before the kernel runs) on CUDA, as out-of-range indices do in PyTorch.
+        torch._assert_async(((classes >= 0) & (classes < C)).all(), f"pyops.{fn}: classes must lie in [0, {C})")
     else:
         classes = None
     seed = _random_seed(coarse_logits.device, generator)

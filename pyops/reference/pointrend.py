@@ -6,19 +6,22 @@ import torch
 import torch.nn.functional as F
 
 
-def point_sample(input: torch.Tensor, coords: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+def point_sample(
+    input: torch.Tensor, coords: torch.Tensor, align_corners: bool = False, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
     """Bilinear samples of ``input`` (N, C, H, W) at normalized points ``coords`` (N, P, 2) or
     (N, Hg, Wg, 2), ``(x, y)`` in ``[0, 1]``; returns (N, C, P) or (N, C, Hg, Wg).
 
-    ``F.grid_sample`` with zero padding on ``2 * coords - 1``, computed in float32 (float64 for
-    float64 inputs) and returned in ``input.dtype`` (float32 for bool/uint8 masks).
+    ``F.grid_sample`` (zero padding unless ``padding_mode`` says otherwise) on ``2 * coords - 1``,
+    computed in float32 (float64 for float64 inputs) and returned in ``input.dtype`` (float32 for
+    bool/uint8 masks).
     """
     opmath = torch.float64 if input.dtype == torch.float64 else torch.float32
     grid = 2.0 * coords.to(opmath) - 1.0
     if coords.dim() == 3:
         grid = grid.unsqueeze(2)
     out = F.grid_sample(
-        input.to(opmath), grid, mode="bilinear", padding_mode="zeros", align_corners=align_corners
+        input.to(opmath), grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
     )
     if coords.dim() == 3:
         out = out.squeeze(3)
@@ -62,10 +65,10 @@ def grid_coords_of_indices(indices: torch.Tensor, H: int, W: int) -> torch.Tenso
 
 def get_uncertain_point_coords_on_grid(uncertainty_map: torch.Tensor, num_points: int):
     """The ``min(H * W, num_points)`` most uncertain cells of (R, 1, H, W): (indices (R, P) int64,
-    cell-centre coords (R, P, 2)). Order within a row is unspecified."""
+    cell-centre coords (R, P, 2)), most uncertain first: the order of detectron2's ``torch.topk``."""
     R, _, H, W = uncertainty_map.shape
     P = min(H * W, num_points)
-    indices = torch.topk(uncertainty_map.view(R, H * W), k=P, dim=1, sorted=False).indices
+    indices = torch.topk(uncertainty_map.view(R, H * W), k=P, dim=1).indices
     return indices, grid_coords_of_indices(indices, H, W)
 
 

@@ -153,7 +153,7 @@ if [ "$(status build)" = ok ] || [ "${SKIP_BUILD:-0}" = 1 ]; then
     start budgets "$TESTS_LIMIT" "$PY" -m pytest "$BUDGETS" -m gpu -q -p no:cacheprovider -o addopts="-ra"
   fi
   if [ -f "$REPORT" ]; then
-    start kernel_report "$REPORT_LIMIT" "$PY" "$REPORT" --check --markdown "$OUT/kernels.md" --json "$OUT/kernels.json"
+    start kernel_report "$REPORT_LIMIT" "$PY" "$REPORT" --check --out "$OUT"
   fi
   if [ "${SELFCHECK:-0}" = 1 ]; then start selfcheck "$TESTS_LIMIT" "$PY" -m pyops; fi
   HAS_JAX=0

@@ -1,6 +1,7 @@
 """Triton kernels of PointRend's point selection: the math of csrc/pointrend/point_select.h,
 drawing the same Philox random numbers, so every backend picks the same candidates."""
 
+import torch
 import triton
 import triton.language as tl
 
@@ -75,7 +76,8 @@ def pick_points_kernel(cand, top, out, seed_ptr, R, PC, K, NP, BLOCK: tl.constex
 
 
 @triton.jit
-def upsample_kernel(inp, up, uncertainty, R, h, w, s_r, s_h, s_w, BLOCK: tl.constexpr):
+def upsample_kernel(inp, up, uncertainty, R, h, w, s_r, s_h, s_w, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    # ACC: float32, float64 for float64 logits (point_select.h upsample2x)
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     H = 2 * h
     W = 2 * w
@@ -83,8 +85,8 @@ def upsample_kernel(inp, up, uncertainty, R, h, w, s_r, s_h, s_w, BLOCK: tl.cons
     r = i // (H * W)
     oy = (i // W) % H
     ox = i % W
-    sy = tl.maximum((oy.to(tl.float32) + 0.5) * 0.5 - 0.5, 0.0)
-    sx = tl.maximum((ox.to(tl.float32) + 0.5) * 0.5 - 0.5, 0.0)
+    sy = tl.maximum((oy.to(ACC) + 0.5) * 0.5 - 0.5, 0.0)
+    sx = tl.maximum((ox.to(ACC) + 0.5) * 0.5 - 0.5, 0.0)
     y0 = sy.to(tl.int64)
     x0 = sx.to(tl.int64)
     dy = tl.where(y0 < h - 1, 1, 0)
@@ -94,10 +96,10 @@ def upsample_kernel(inp, up, uncertainty, R, h, w, s_r, s_h, s_w, BLOCK: tl.cons
     lx1 = sx - x0
     lx0 = 1.0 - lx1
     p = inp + r * s_r + y0 * s_h + x0 * s_w
-    v00 = tl.load(p, mask=mi, other=0.0).to(tl.float32)
-    v01 = tl.load(p + dx * s_w, mask=mi, other=0.0).to(tl.float32)
-    v10 = tl.load(p + dy * s_h, mask=mi, other=0.0).to(tl.float32)
-    v11 = tl.load(p + dy * s_h + dx * s_w, mask=mi, other=0.0).to(tl.float32)
+    v00 = tl.load(p, mask=mi, other=0.0).to(ACC)
+    v01 = tl.load(p + dx * s_w, mask=mi, other=0.0).to(ACC)
+    v10 = tl.load(p + dy * s_h, mask=mi, other=0.0).to(ACC)
+    v11 = tl.load(p + dy * s_h + dx * s_w, mask=mi, other=0.0).to(ACC)
     v = ly0 * (lx0 * v00 + lx1 * v01) + ly1 * (lx0 * v10 + lx1 * v11)
     v = v.to(up.dtype.element_ty)
     tl.store(up + i, v, mask=mi)
@@ -141,7 +143,8 @@ def pick_points(candidates, top, out, seed) -> None:
 def upsample2x(logits, up, uncertainty) -> None:
     R, h, w = logits.shape
     upsample_kernel[(triton.cdiv(R * 4 * h * w, BLOCK),)](
-        logits, up, uncertainty, R, h, w, *logits.stride(), BLOCK=BLOCK
+        logits, up, uncertainty, R, h, w, *logits.stride(),
+        ACC=tl.float64 if logits.dtype == torch.float64 else tl.float32, BLOCK=BLOCK
     )
 
 

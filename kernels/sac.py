@@ -302,7 +302,7 @@ def _row_offset(o, m, KH, KW, s0, s1, s2, s3):
 
 
 @triton.jit
-def _aws_row_stats(w, o, mo, M, ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: tl.constexpr,
+def _aws_row_stats(w, o, mo, M, var_den, ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: tl.constexpr,
                    BLOCK_W: tl.constexpr):
     """Mean and 1 / sigma (unbiased variance + EPS, sac.h aws_inv_sigma) in ACC of the rows o
     (mask mo) of the contiguous (O, M) weight w."""
@@ -317,7 +317,8 @@ def _aws_row_stats(w, o, mo, M, ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: t
         mm = mo[:, None] & (m < M)[None, :]
         d = tl.where(mm, tl.load(w + o[:, None] * M + m[None, :], mask=mm, other=0.0).to(ACC) - mean[:, None], 0.0)
         acc += d * d
-    var = tl.sum(acc, axis=1) / (M - 1) + EPS
+    # unbiased: var_den = M - 1, and 1 for a single weight (fan-in 1: variance 0, sac.h aws_var_divisor)
+    var = tl.sum(acc, axis=1) / var_den + EPS
     if ACC == tl.float64:
         inv_sigma = 1.0 / tl.sqrt(var)
     else:  # correctly rounded, as the C++ sqrtf and division
@@ -326,14 +327,14 @@ def _aws_row_stats(w, o, mo, M, ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: t
 
 
 @triton.jit
-def aws_kernel(w, wd, gamma, beta, w_small, w_large, O, M, KH, KW, s0, s1, s2, s3,
+def aws_kernel(w, wd, gamma, beta, w_small, w_large, O, M, var_den, KH, KW, s0, s1, s2, s3,
                ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_W: tl.constexpr):
     """AWS of BLOCK_O rows per program (sac.h aws_write): w_small = gamma (w - mean) / sigma + beta
     and w_large = w_small + weight_diff (w_small rounded to the weights' dtype first); w, wd
     contiguous, the outputs of strides s0..s3."""
     o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     mo = o < O
-    mean, inv_sigma = _aws_row_stats(w, o, mo, M, ACC, EPS, BLOCK_O, BLOCK_W)
+    mean, inv_sigma = _aws_row_stats(w, o, mo, M, var_den, ACC, EPS, BLOCK_O, BLOCK_W)
     scale = (inv_sigma * tl.load(gamma + o, mask=mo, other=0.0).to(ACC))[:, None]
     shift = tl.load(beta + o, mask=mo, other=0.0).to(ACC)[:, None]
     for m0 in range(0, M, BLOCK_W):
@@ -359,7 +360,7 @@ def _aws_grad(gw_small, gw_large, w, o, m, mm, mean, inv_sigma, M, KH, KW, ss0, 
 
 
 @triton.jit
-def aws_backward_kernel(gw_small, gw_large, w, gamma, g_w, g_gamma, g_beta, O, M, KH, KW,
+def aws_backward_kernel(gw_small, gw_large, w, gamma, g_w, g_gamma, g_beta, O, M, var_den, KH, KW,
                         ss0, ss1, ss2, ss3, sl0, sl1, sl2, sl3,
                         ACC: tl.constexpr, EPS: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_W: tl.constexpr):
     """AWS backward of BLOCK_O rows per program (sac.h aws_grad_sums, aws_grad_write), gw and std
@@ -367,7 +368,7 @@ def aws_backward_kernel(gw_small, gw_large, w, gamma, g_w, g_gamma, g_beta, O, M
     g_w = gamma / sigma (gw - g_beta / M - std g_gamma / (M - 1)) (contiguous)."""
     o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     mo = o < O
-    mean, inv_sigma = _aws_row_stats(w, o, mo, M, ACC, EPS, BLOCK_O, BLOCK_W)
+    mean, inv_sigma = _aws_row_stats(w, o, mo, M, var_den, ACC, EPS, BLOCK_O, BLOCK_W)
     sum_g = tl.zeros((BLOCK_O, BLOCK_W), dtype=ACC)
     sum_g_std = tl.zeros((BLOCK_O, BLOCK_W), dtype=ACC)
     for m0 in range(0, M, BLOCK_W):
@@ -380,7 +381,7 @@ def aws_backward_kernel(gw_small, gw_large, w, gamma, g_w, g_gamma, g_beta, O, M
     total_g = tl.sum(sum_g, axis=1)
     total_g_std = tl.sum(sum_g_std, axis=1)
     mean_g = (total_g / M)[:, None]
-    proj = (total_g_std / (M - 1))[:, None]
+    proj = (total_g_std / var_den)[:, None]
     scale = (tl.load(gamma + o, mask=mo, other=0.0).to(ACC) * inv_sigma)[:, None]
     for m0 in range(0, M, BLOCK_W):
         m = m0 + tl.arange(0, BLOCK_W)
@@ -410,7 +411,7 @@ def aws(weight, gamma, beta, weight_diff, eps: float, w_small, w_large, tap_majo
     O, Cg, KH, KW = weight.shape
     rows = _aws_rows(O)
     _launch(aws_kernel, (triton.cdiv(O, rows),), weight, weight_diff, gamma, beta, w_small, w_large, O,
-            Cg * KH * KW, KH, KW, *_row_strides(w_small, tap_major), ACC=_opmath(weight), EPS=eps, BLOCK_O=rows,
+            Cg * KH * KW, max(Cg * KH * KW - 1, 1), KH, KW, *_row_strides(w_small, tap_major), ACC=_opmath(weight), EPS=eps, BLOCK_O=rows,
             BLOCK_W=BLOCK_W)
 
 
@@ -420,7 +421,7 @@ def aws_backward(gw_small, gw_large, weight, gamma, eps: float, g_weight, g_gamm
     O, Cg, KH, KW = weight.shape
     rows = _aws_rows(O)
     _launch(aws_backward_kernel, (triton.cdiv(O, rows),), gw_small, gw_large, weight, gamma, g_weight, g_gamma,
-            g_beta, O, Cg * KH * KW, KH, KW, *gw_small.stride(), *gw_large.stride(), ACC=_opmath(weight),
+            g_beta, O, Cg * KH * KW, max(Cg * KH * KW - 1, 1), KH, KW, *gw_small.stride(), *gw_large.stride(), ACC=_opmath(weight),
             EPS=eps, BLOCK_O=rows, BLOCK_W=BLOCK_W)
 
 

@@ -50,6 +50,7 @@ def linformer_attention(
     vp = linformer_project(v, E if F is None else F, mask, triton)
     if kp.shape[1] != H:  # one key/value head attended by every query head
         kp = kp.expand(B, H, kp.shape[2], kp.shape[3])
+    if vp.shape[1] != H:  # (E and F may differ: one per head, one shared)
         vp = vp.expand(B, H, vp.shape[2], vp.shape[3])
     seed = 0
     if dropout_p > 0:  # drawn like pyops.reference.linformer.draw_seed

@@ -18,3 +18,32 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cudnn.deterministic = True
 torch.backends.cudnn.benchmark = False
+
+# Hypothesis profiles of the property suite (tests/test_properties.py): "ci" is the default
+# (derandomized: the same examples every run, few of them, so the file stays well inside CI's
+# time under the Triton interpreter); `pytest tests/test_properties.py --hypothesis-profile=long`
+# explores further with random examples.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", derandomize=True, max_examples=8, deadline=None, print_blob=True,
+                              suppress_health_check=list(HealthCheck))
+    settings.register_profile("long", max_examples=300, deadline=None, print_blob=True,
+                              suppress_health_check=list(HealthCheck))
+    settings.load_profile("ci")  # --hypothesis-profile (hypothesis' pytest plugin) overrides it
+except ImportError:  # the property suite is skipped without hypothesis
+    pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: past 2^31 elements (GBs of memory, minutes); run with -m large")
+
+
+def pytest_collection_modifyitems(config, items):
+    # tests marked `large` run only when -m selects them (`-m large`), as in benchmarks/conftest.py
+    if config.getoption("markexpr"):
+        return
+    large = [item for item in items if item.get_closest_marker("large")]
+    if large:
+        config.hook.pytest_deselected(items=large)
+        items[:] = [item for item in items if not item.get_closest_marker("large")]

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "point_sample.h"
 
@@ -90,19 +91,25 @@ PYOPS_HD void pick_point(const float* candidates, const int64_t* top, int64_t nu
 // 2x bilinear upsampling (align_corners=False, edge-clamped source index, as
 // F.interpolate(scale_factor=2, mode="bilinear")) of an (R, h, w) map at output pixel
 // (oy, ox); the blend order matches PyTorch's kernels.
-template <typename scalar_t>
-PYOPS_HD float upsample2x(const scalar_t* in, int64_t h, int64_t w, int64_t s_r, int64_t s_h,
-                          int64_t s_w, int64_t r, int64_t oy, int64_t ox) {
-  const float sy = fmaxf((oy + 0.5f) * 0.5f - 0.5f, 0.f);
-  const float sx = fmaxf((ox + 0.5f) * 0.5f - 0.5f, 0.f);
+// Computed in T: float, double for double logits (as PyTorch's interpolate).
+template <typename scalar_t, typename T = float>
+PYOPS_HD T upsample2x(const scalar_t* in, int64_t h, int64_t w, int64_t s_r, int64_t s_h,
+                      int64_t s_w, int64_t r, int64_t oy, int64_t ox) {
+  const T half = T(0.5), zero = T(0);
+  const T ty = (static_cast<T>(oy) + half) * half - half, tx = (static_cast<T>(ox) + half) * half - half;
+  const T sy = ty > zero ? ty : zero, sx = tx > zero ? tx : zero;
   const int64_t y0 = static_cast<int64_t>(sy), x0 = static_cast<int64_t>(sx);
   const int64_t dy = y0 < h - 1 ? 1 : 0, dx = x0 < w - 1 ? 1 : 0;
-  const float ly1 = sy - y0, ly0 = 1.f - ly1, lx1 = sx - x0, lx0 = 1.f - lx1;
+  const T ly1 = sy - static_cast<T>(y0), ly0 = T(1) - ly1, lx1 = sx - static_cast<T>(x0), lx0 = T(1) - lx1;
   const scalar_t* p = in + r * s_r + y0 * s_h + x0 * s_w;
-  const float v00 = static_cast<float>(p[0]), v01 = static_cast<float>(p[dx * s_w]);
-  const float v10 = static_cast<float>(p[dy * s_h]), v11 = static_cast<float>(p[dy * s_h + dx * s_w]);
+  const T v00 = static_cast<T>(p[0]), v01 = static_cast<T>(p[dx * s_w]);
+  const T v10 = static_cast<T>(p[dy * s_h]), v11 = static_cast<T>(p[dy * s_h + dx * s_w]);
   return ly0 * (lx0 * v00 + lx1 * v01) + ly1 * (lx0 * v10 + lx1 * v11);
 }
+
+// The op-math type of upsample2x: double for double, float otherwise.
+template <typename scalar_t>
+using upsample_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 // Cell-centre coordinates of flat index idx on an (H, W) grid, as detectron2 computes them.
 PYOPS_HD void grid_point(int64_t idx, int64_t H, int64_t W, float* x, float* y) {

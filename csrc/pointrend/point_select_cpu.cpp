@@ -67,7 +67,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> subdivision_step_cpu(const at::Te
     at::parallel_for(0, R * H * W, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r = i / (H * W), y = (i / W) % H, x = i % W;
-        const float v = upsample2x(in, h, w, logits.stride(0), logits.stride(1), logits.stride(2), r, y, x);
+        const auto v = upsample2x<scalar_t, upsample_t<scalar_t>>(in, h, w, logits.stride(0), logits.stride(1),
+                                                                  logits.stride(2), r, y, x);
         u[i] = static_cast<scalar_t>(v);
         unc[i] = -std::fabs(static_cast<float>(u[i]));
       }

@@ -49,7 +49,8 @@ __global__ void upsample_kernel(const scalar_t* in, int64_t R, int64_t h, int64_
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t H = 2 * h, W = 2 * w;
   if (i >= R * H * W) return;
-  const scalar_t v = static_cast<scalar_t>(upsample2x(in, h, w, s_r, s_h, s_w, i / (H * W), (i / W) % H, i % W));
+  const scalar_t v = static_cast<scalar_t>(
+      upsample2x<scalar_t, upsample_t<scalar_t>>(in, h, w, s_r, s_h, s_w, i / (H * W), (i / W) % H, i % W));
   up[i] = v;
   uncertainty[i] = -fabsf(static_cast<float>(v));
 }

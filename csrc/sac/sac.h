@@ -203,13 +203,17 @@ PYOPS_HD T row_sq_dev(const scalar_t* w, WeightRow R, int64_t o, T mean, int64_t
   return acc;
 }
 
-// 1 / sigma from the row's sum of squared deviations (unbiased variance, as torch.var), with the
-// float overload on host and device alike.
+// The divisor of the unbiased variance of a row of M weights: M - 1, and 1 for a single weight
+// (fan-in 1), whose variance is then 0 (not torch.var's NaN) and whose standardised weight is 0.
+PYOPS_HD int64_t aws_var_divisor(int64_t M) { return M > 1 ? M - 1 : 1; }
+
+// 1 / sigma from the row's sum of squared deviations (unbiased variance, as torch.var, fan-in 1
+// as aws_var_divisor), with the float overload on host and device alike.
 PYOPS_HD float aws_inv_sigma(float sq_dev, int64_t M, float eps) {
-  return 1.0f / sqrtf(sq_dev / static_cast<float>(M - 1) + eps);
+  return 1.0f / sqrtf(sq_dev / static_cast<float>(aws_var_divisor(M)) + eps);
 }
 PYOPS_HD double aws_inv_sigma(double sq_dev, int64_t M, double eps) {
-  return 1.0 / ::sqrt(sq_dev / static_cast<double>(M - 1) + eps);
+  return 1.0 / ::sqrt(sq_dev / static_cast<double>(aws_var_divisor(M)) + eps);
 }
 
 // Writes row o of w_small = AWS(W) and w_large = w_small + weight_diff (in the weights' type,
@@ -242,13 +246,14 @@ PYOPS_HD void aws_grad_sums(const scalar_t* gw_small, WeightRow Rs, const scalar
   }
 }
 
-// dL/dW = gamma / sigma * (gw - sum_g / M - std * sum_g_std / (M - 1)) into the contiguous g_w.
+// dL/dW = gamma / sigma * (gw - sum_g / M - std * sum_g_std / (M - 1)) into the contiguous g_w
+// (M - 1 as aws_var_divisor: fan-in 1 gives 0, the standardised weight being constant).
 template <typename scalar_t, typename T>
 PYOPS_HD void aws_grad_write(const scalar_t* gw_small, WeightRow Rs, const scalar_t* gw_large, WeightRow Rl,
                              const scalar_t* w, WeightRow R, int64_t o, T mean, T inv_sigma, T gamma, T sum_g,
                              T sum_g_std, int64_t m0, int64_t step, scalar_t* g_w) {
   const int64_t M = R.M();
-  const T mean_g = sum_g / static_cast<T>(M), proj = sum_g_std / static_cast<T>(M - 1);
+  const T mean_g = sum_g / static_cast<T>(M), proj = sum_g_std / static_cast<T>(aws_var_divisor(M));
   for (int64_t m = m0; m < M; m += step) {
     const T gw = static_cast<T>(gw_small[Rs.offset(o, m)]) + static_cast<T>(gw_large[Rl.offset(o, m)]);
     const T std = (static_cast<T>(w[R.offset(o, m)]) - mean) * inv_sigma;

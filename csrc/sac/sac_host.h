@@ -134,6 +134,10 @@ inline void check_sac_args(const at::Tensor& x, const at::Tensor& weight, const 
               "sac_conv2d: stride, padding and dilation must have two entries");
   TORCH_CHECK(groups >= 1, "sac_conv2d: groups must be >= 1, got ", groups);
   const int64_t C = x.size(1), O = weight.size(0);
+  // pyops.sac_conv2d defines empty channels itself (out = bias + PostCtx(bias)); the kernels'
+  // per-channel loops and the library convolutions need at least one of each
+  TORCH_CHECK(C >= 1 && O >= 1, "sac_conv2d: internal: x must have at least one channel and weight at least one "
+              "output channel, got C = ", C, ", O = ", O, " (pyops.sac_conv2d handles empty channels)");
   TORCH_CHECK(C % groups == 0 && O % groups == 0 && weight.size(1) * groups == C,
               "sac_conv2d: weight has shape ", weight.sizes(), " but x has ", C,
               " channels and groups = ", groups, " (expected weight.shape[1] * groups == C)");

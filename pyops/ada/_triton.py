@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from pyops.ada._checks import _check_images, _check_param
+from pyops.ada._args import _check_images, _check_param
 from pyops.reference import ada as _ref
 
 

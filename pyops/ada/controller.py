@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from pyops import _checks
 from pyops._budget import budget
 from pyops._interop import accepts_arrays
 from pyops.ada.pipeline import AugmentPipe
@@ -28,14 +29,15 @@ class AdaController:
     """
 
     def __init__(self, pipe: AugmentPipe | None = None, target: float = 0.6, interval: int = 4, kimg: float = 500):
-        if not (isinstance(interval, int) and interval >= 1):
-            raise ValueError(f"pyops.AdaController: interval must be an int >= 1, got {interval!r}")
-        if not kimg > 0:
-            raise ValueError(f"pyops.AdaController: kimg must be > 0, got {kimg!r}")
+        fn = "AdaController"
+        if pipe is not None and not isinstance(pipe, AugmentPipe):
+            _checks.fail(fn, f"pipe must be a pyops.AugmentPipe or None, got {_checks.describe(pipe)}", TypeError)
+        self.interval = _checks.integer(fn, "interval", interval, min=1)
+        self.target = _checks.number(fn, "target", target)
+        self.kimg = _checks.number(fn, "kimg", kimg, min=0)
+        if self.kimg == 0:
+            _checks.fail(fn, "kimg must be > 0, got 0")
         self.pipe = pipe
-        self.target = float(target)
-        self.interval = interval
-        self.kimg = float(kimg)
         self._own_p = torch.zeros(())  # used when there is no pipe
         self._stats: torch.Tensor | None = None  # [sum of signs, count]
         self._steps = 0
@@ -79,7 +81,9 @@ def rv_heuristic(d_train: torch.Tensor, d_validation: torch.Tensor, d_generated:
     (E[D_train] - E[D_generated]): 0 without overfitting, 1 when validation images look as fake
     as generated ones (the paper's code targets 0.5). Returns a 0-dim tensor."""
     for name, t in (("d_train", d_train), ("d_validation", d_validation), ("d_generated", d_generated)):
-        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"pyops.rv_heuristic: {name} must be a tensor of D outputs, got {_checks.describe(t)}")
+        if t.numel() == 0:
             raise ValueError(f"pyops.rv_heuristic: {name} must be a non-empty tensor of D outputs")
     tr, va, ge = (t.detach().double().mean() for t in (d_train, d_validation, d_generated))
     return ((tr - va) / (tr - ge)).float()

@@ -8,9 +8,28 @@ import torch
 from pyops import _backend
 from pyops._budget import budget
 from pyops._interop import accepts_arrays
-from pyops.ada._checks import _check_images, _check_param
+from pyops.ada._args import _check_images, _check_param
 from pyops.ada._ops import _FILTER, _GEOM_COLOR
 from pyops.reference import ada as _ref
+
+
+def _check_affine(fn: str, G_inv) -> None:
+    """The third row of every G_inv is [0, 0, 1]: the geometric stage is affine (a projective row
+    would be neither applied nor refused). Checked where that costs no host synchronisation: CPU
+    tensors in eager mode; on a GPU the call stays sync-free and the row is not read."""
+    if G_inv is None or G_inv.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    if isinstance(G_inv, torch._subclasses.fake_tensor.FakeTensor):
+        return
+    bad = (G_inv[:, 2, :] != torch.tensor([0.0, 0.0, 1.0], dtype=G_inv.dtype)).any(dim=1)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        row = [round(float(v), 6) for v in G_inv[i, 2]]
+        raise ValueError(
+            f"pyops.{fn}: G_inv must be affine, every third row [0, 0, 1] (perspective is not "
+            f"supported), got {row} for sample {i}"
+        )
+
 
 # ---- functional API ---------------------------------------------------------------------------
 
@@ -30,7 +49,9 @@ def geometric_color(
         images: (B, C, H, W) with C = 1 or 3, any float dtype (computed in float32, float64 for
             float64 images), any strides.
         G_inv: (B, 3, 3) inverse geometric matrices: output pixel -> input pixel, coordinates
-            centred on the image centre; ``None`` skips the geometric stage.
+            centred on the image centre; ``None`` skips the geometric stage. Affine: every third
+            row must be [0, 0, 1] (a ValueError for CPU tensors; not read on a GPU, where
+            checking would synchronise the host).
         C: (B, 4, 4) colour matrices (colour in -> colour out, homogeneous); ``None`` skips it.
         backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"`` or ``None`` (automatic).
             The Triton kernels compute in float32 (float64 images included).
@@ -45,6 +66,7 @@ def geometric_color(
     """
     _check_images("ada.geometric_color", images)
     _check_param("ada.geometric_color", "G_inv", G_inv, ("B", 3, 3), images)
+    _check_affine("ada.geometric_color", G_inv)
     _check_param("ada.geometric_color", "C", C, ("B", 4, 4), images)
     name = _backend.resolve("ada_geom_color", backend, images.device)
     if name == "reference":
@@ -138,6 +160,8 @@ def augment(
     _check_param(fn, "noise_sigma", noise_sigma, ("B",), images)
     _check_param(fn, "noise", noise, tuple(["B", *images.shape[1:]]), images)
     _check_param(fn, "cutout_boxes", cutout_boxes, ("B", 4), images)
+    _check_param(fn, "G_inv", G_inv, ("B", 3, 3), images)
+    _check_affine(fn, G_inv)
     if filter_gains is not None and min(images.shape[2:]) <= _ref.FILTER_PAD:
         raise ValueError(
             f"pyops.{fn}: filtering needs H and W of at least {_ref.FILTER_PAD + 1} (a {_ref.FILTER_PAD}-pixel "

@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from pyops import _scripting
+from pyops import _checks, _scripting
 from pyops._budget import budget
-from pyops.ada._checks import _check_images
+from pyops.ada._args import _check_images
 from pyops.ada.functional import augment
 from pyops.ada.matrices import rotate2d, rotate3d, scale2d, scale3d, translate2d, translate3d
 from pyops.reference import ada as _ref
@@ -62,22 +62,23 @@ class AugmentPipe(torch.nn.Module):
                 f"pyops.AugmentPipe: unknown argument(s) {sorted(unknown)}; expected multipliers "
                 f"{MULTIPLIERS} or strengths {tuple(STRENGTHS)}"
             )
-        for name in MULTIPLIERS:
-            value = float(kwargs.get(name, 0.0))
-            if not value >= 0:
-                raise ValueError(f"pyops.AugmentPipe: {name} must be a probability multiplier >= 0, got {value}")
-            setattr(self, name, value)
-        for name, default in STRENGTHS.items():
+        fn = "AugmentPipe"
+        for name in MULTIPLIERS:  # probability multipliers: finite, >= 0
+            setattr(self, name, _checks.number(fn, name, kwargs.get(name, 0.0), min=0))
+        for name, default in STRENGTHS.items():  # strengths: finite, >= 0 (cutout_size a fraction)
             value = kwargs.get(name, default)
             if name == "imgfilter_bands":
-                value = tuple(float(v) for v in value)
-                if len(value) != 4:
-                    raise ValueError(f"pyops.AugmentPipe: imgfilter_bands must have 4 entries, got {len(value)}")
+                if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 4:
+                    _checks.fail(fn, f"imgfilter_bands must be 4 numbers (band multipliers), got {value!r}")
+                value = tuple(_checks.number(fn, "imgfilter_bands", v, min=0) for v in value)
             else:
-                value = float(value)
+                value = _checks.number(fn, name, value, min=0, max=1 if name == "cutout_size" else None)
             setattr(self, name, value)
+        if isinstance(p, torch.Tensor) and p.numel() == 1:  # a 0-dim strength, e.g. another pipe's p
+            p = float(p)
+        p = _checks.number(fn, "p", p, min=0, max=1)
         self.backend = backend
-        self.register_buffer("p", torch.tensor(float(p)))
+        self.register_buffer("p", torch.tensor(p))
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> AugmentPipe:

@@ -63,7 +63,7 @@ def _check_mask(op: str, mask, B: int, n: int, device) -> None:
     if tuple(mask.shape) != (B, n):
         _fail(op, f"key_padding_mask must have shape (B, n) = ({B}, {n}), got {tuple(mask.shape)}")
     if mask.device != device:
-        _fail(op, f"key_padding_mask is on {mask.device} but the inputs are on {device}")
+        _fail(op, f"key_padding_mask is on {mask.device} but the keys/values (x, k, v) are on {device}")
 
 
 def _check_devices(op: str, named: dict) -> None:
@@ -203,7 +203,9 @@ def linformer_attention(
         scale = 1.0 / math.sqrt(d) if d > 0 else 1.0
     elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         _fail(op, f"scale must be a finite number or None, got {scale!r}")
-    if d == 0 or k.shape[1] == 0:
+    if H == 0:
+        _fail(op, f"q must have at least one head (H >= 1), got q of shape {tuple(q.shape)}")
+    if d == 0:
         _fail(op, f"the head dim d must be at least 1, got q of shape {tuple(q.shape)}")
     name = _backend.resolve(op, backend, q.device)
     seed = _ref.draw_seed() if dropout_p > 0 else 0
@@ -214,7 +216,11 @@ def linformer_attention(
     _check_backend_limits(op, name, q.dtype, d)
     kp = _project(name, k, E, key_padding_mask)
     vp = _project(name, v, E if F is None else F, key_padding_mask)
-    if kp.shape[1] != H:  # one key/value head attended by every query head
-        kp, vp = kp.expand(B, H, *kp.shape[2:]), vp.expand(B, H, *vp.shape[2:])
+    # one key/value head attended by every query head: a shared projection keeps one head, a
+    # per-head one gives H, so K' and V' are broadcast to H separately
+    if kp.shape[1] != H:
+        kp = kp.expand(B, H, *kp.shape[2:])
+    if vp.shape[1] != H:
+        vp = vp.expand(B, H, *vp.shape[2:])
     out, _ = _ATTEND.kernel(name)(q, kp, vp, float(scale), float(dropout_p), seed)
     return out

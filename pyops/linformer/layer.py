@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from pyops import _scripting
+from pyops import _checks, _scripting
 from pyops._budget import budget
 from pyops.linformer.attention import linformer_attention
 
@@ -75,6 +75,12 @@ class LinformerSelfAttention(nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
+        fn = "LinformerSelfAttention"
+        dim, seq_len, k, heads = (_checks.integer(fn, n, v, min=1) for n, v in
+                                  (("dim", dim), ("seq_len", seq_len), ("k", k), ("heads", heads)))
+        if dim_head is not None:
+            dim_head = _checks.integer(fn, "dim_head", dim_head, min=1)
+        dropout = _checks.number(fn, "dropout", dropout, min=0, max=1)
         if sharing not in SHARING:
             raise ValueError(f"LinformerSelfAttention: sharing must be one of {SHARING}, got {sharing!r}")
         if dim_head is None:
@@ -110,8 +116,7 @@ class LinformerSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
             return self._forward_scripted(x, key_padding_mask)
-        if x.dim() != 3:
-            raise ValueError(f"LinformerSelfAttention: x must be (B, n, dim), got shape {tuple(x.shape)}")
+        _checks.tensor("LinformerSelfAttention", "x", x, dims=3, shape="(B, n, dim)")
         B, n, _ = x.shape
         if n > self.seq_len:
             raise ValueError(f"LinformerSelfAttention: sequence length {n} exceeds seq_len = {self.seq_len}")

@@ -129,9 +129,20 @@ def _select_channel(logits: torch.Tensor, classes: torch.Tensor | None) -> torch
     """(R, C, ...) -> (R, ...): channel classes[r] of row r (the only channel when C == 1)."""
     if logits.shape[1] == 1:
         return logits[:, 0]
+    fn = "subdivision_inference"
+    R, C = logits.shape[:2]
     if classes is None:
-        raise ValueError(f"pyops.subdivision_inference: logits have {logits.shape[1]} channels: pass classes")
-    return logits[torch.arange(logits.shape[0], device=logits.device), classes]
+        _checks.fail(fn, f"coarse_logits has {C} channels: pass classes= (the channel of each row)")
+    if not isinstance(classes, torch.Tensor) or classes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        _checks.fail(fn, f"classes must be an integer tensor of shape ({R},), got {_checks.describe(classes)}", TypeError)
+    if tuple(classes.shape) != (R,):
+        _checks.fail(fn, f"classes must have shape ({R},), got {tuple(classes.shape)}")
+    _checks.same_device(fn, coarse_logits=logits, classes=classes)
+    eager_cpu = classes.device.type == "cpu" and not torch.compiler.is_compiling() and not isinstance(
+        classes, torch._subclasses.fake_tensor.FakeTensor)  # checked where it costs no host sync
+    if R and eager_cpu and (classes.min() < 0 or classes.max() >= C):
+        _checks.fail(fn, f"classes must lie in [0, {C}), got values from {int(classes.min())} to {int(classes.max())}")
+    return logits[torch.arange(R, device=logits.device), classes.long()]
 
 
 @budget(forward=8, note="two steps: per step the fused step kernel, the point head, one scatter (+1 cast)")
@@ -154,7 +165,12 @@ def subdivision_inference(
     upsampling) when the next resolution would have at most ``num_points`` cells, as detectron2
     does. Returns (R, 1, h * 2**num_steps, w * 2**num_steps).
     """
-    _check_logits("subdivision_inference", "coarse_logits", coarse_logits)
+    fn = "subdivision_inference"
+    _check_logits(fn, "coarse_logits", coarse_logits)
+    if not callable(point_head):
+        _checks.fail(fn, f"point_head must be a callable (coords, indices) -> logits, got {_checks.describe(point_head)}", TypeError)
+    _checks.integer(fn, "num_steps", num_steps, min=0)
+    _checks.integer(fn, "num_points", num_points, min=1)
     logits = _select_channel(coarse_logits, classes)
     for step in range(num_steps):
         h, w = logits.shape[1:]
@@ -163,6 +179,15 @@ def subdivision_inference(
             continue
         up, indices, coords = subdivision_step(logits, num_points, backend=backend)
         point_logits = point_head(coords, indices)
+        R, P = indices.shape
+        ok = isinstance(point_logits, torch.Tensor) and (
+            tuple(point_logits.shape) == (R, P)
+            or (point_logits.dim() == 3 and point_logits.shape[0] == R and point_logits.shape[2] == P
+                and point_logits.shape[1] in (1, coarse_logits.shape[1])))
+        if not ok:
+            got = tuple(point_logits.shape) if isinstance(point_logits, torch.Tensor) else _checks.describe(point_logits)
+            _checks.fail(fn, f"point_head returned {got}; expected logits of shape (R, P) = ({R}, {P}) or "
+                             f"(R, C', P) with C' = 1 or {coarse_logits.shape[1]}")
         if point_logits.dim() == 3:
             point_logits = _select_channel(point_logits, classes)
         logits = up.flatten(1).scatter(1, indices, point_logits.to(up.dtype)).view_as(up)
@@ -196,14 +221,25 @@ def sample_points_for_loss(
         (point_coords (R, N, 2), point_logits (R, N) differentiable to ``mask_logits``,
         point_labels (R, N) float32 bilinear samples of the masks).
     """
+    fn = "sample_points_for_loss"
+    _checks.integer(fn, "num_points", num_points, min=1)
+    _checks.number(fn, "oversample_ratio", oversample_ratio, min=1)
+    _checks.number(fn, "importance_sample_ratio", importance_sample_ratio, min=0, max=1)
+    _checks.tensor(fn, "mask_logits", mask_logits, dims=(3, 4), shape="(R, 1, h, w) or (R, h, w)")
     if mask_logits.dim() == 3:
         mask_logits = mask_logits.unsqueeze(1)
-    _check_logits("sample_points_for_loss", "mask_logits", mask_logits)
+    _check_logits(fn, "mask_logits", mask_logits)
+    if mask_logits.shape[1] != 1:
+        _checks.fail(fn, f"mask_logits must have one channel, (R, 1, h, w) or (R, h, w), got shape {tuple(mask_logits.shape)}")
+    _checks.tensor(fn, "gt_masks", gt_masks, dims=3, shape="(R, H, W)", dtypes=(torch.bool, torch.uint8, *_checks.FLOATS))
     if gt_masks.dim() != 3 or gt_masks.shape[0] != mask_logits.shape[0]:
         raise ValueError(
             f"pyops.sample_points_for_loss: gt_masks must be (R, H, W) with R = {mask_logits.shape[0]}, "
             f"got {tuple(gt_masks.shape)}"
         )
+    if gt_masks.shape[1] == 0 or gt_masks.shape[2] == 0:
+        _checks.fail(fn, f"gt_masks must have non-empty spatial dimensions, got shape {tuple(gt_masks.shape)}")
+    _checks.same_device(fn, mask_logits=mask_logits, gt_masks=gt_masks)
     with torch.no_grad():
         coords = get_uncertain_point_coords_with_randomness(
             mask_logits.detach(), None, num_points, oversample_ratio, importance_sample_ratio,

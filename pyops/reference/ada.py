@@ -176,6 +176,8 @@ def imgfilter(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
 def filter_taps(images: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Per-sample 43-tap filters ``h`` (B, 43) applied separably after a 21-pixel reflect pad."""
     B, C, H, W = images.shape
+    if B == 0:  # an empty batch: nothing to filter (a grouped conv needs groups >= 1)
+        return images.clone()
     dt = _opmath(images)
     h = h.to(dt)
     k = h.shape[1]

@@ -18,12 +18,20 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def aws_variance(flat: torch.Tensor) -> torch.Tensor:
+    """Per-row unbiased variance of (O, M) weights; a row of one weight (fan-in 1, e.g. a 1x1
+    depthwise convolution) has variance 0, not torch.var's NaN."""
+    return flat.var(dim=1, correction=1 if flat.shape[1] > 1 else 0)
+
+
 def aws_weight(weight: torch.Tensor, weight_gamma: torch.Tensor, weight_beta: torch.Tensor) -> torch.Tensor:
     """Adaptive weight standardisation: per output channel, ``gamma * (W - mean) / sqrt(var + 1e-5)
-    + beta`` with the unbiased variance over the channel's ``C/g * kh * kw`` weights."""
+    + beta`` with the unbiased variance over the channel's ``C/g * kh * kw`` weights
+    (:func:`aws_variance`: at fan-in 1 the variance is 0, the standardised weight 0 and
+    ``AWS(W) = beta``)."""
     flat = weight.flatten(1)
     mean = flat.mean(dim=1).view(-1, 1, 1, 1)
-    std = torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1)
+    std = torch.sqrt(aws_variance(flat) + AWS_EPS).view(-1, 1, 1, 1)
     return weight_gamma * ((weight - mean) / std) + weight_beta
 
 
@@ -46,8 +54,14 @@ def sac_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """The SAConv2d forward (no deformable branch). The bias, when given, is added once after the
-    blend (before the post-context pooling), which equals adding it in both branches."""
+    blend (before the post-context pooling), which equals adding it in both branches.
+
+    Empty channels (C = 0 or O = 0, which torch's conv2d does not define for O = 0): a convolution
+    over no input channels is 0, so ``y = bias`` (0 without one) at every pixel and
+    ``out = y + PostCtx(GAP(y))``; with O = 0 the output is (N, 0, Ho, Wo)."""
     padding, dilation = _pair(padding), _pair(dilation)
+    if x.shape[1] == 0 or weight.shape[0] == 0:
+        return _empty_channels(x, weight, post_weight, post_bias, bias, _pair(stride))
     # pre-context: a per-image, per-channel constant added to the input
     x = x + F.conv2d(F.adaptive_avg_pool2d(x, 1), pre_weight, pre_bias)
     # switch: 5x5 mean of the reflect-padded input, then a strided 1x1 conv to one channel
@@ -63,6 +77,16 @@ def sac_conv2d(
         y = y + bias.view(1, -1, 1, 1)
     # post-context
     return y + F.conv2d(F.adaptive_avg_pool2d(y, 1), post_weight, post_bias)
+
+
+def _empty_channels(x, weight, post_weight, post_bias, bias, stride):
+    N, _, H, W = x.shape
+    O = weight.shape[0]
+    y = x.new_zeros(N, O, (H - 1) // stride[0] + 1, (W - 1) // stride[1] + 1)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    context = y.mean(dim=(2, 3)) @ post_weight.view(O, O).t() + post_bias
+    return y + context.view(N, O, 1, 1)
 
 
 def two_convolutions(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1, groups=1):

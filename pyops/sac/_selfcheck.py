@@ -19,17 +19,17 @@ def random_parameters(C: int, O: int, k: int = 3, groups: int = 1, bias: bool = 
     def r(*shape, scale=1.0, offset=0.0):
         return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale + offset).to(device=device, dtype=dtype)
 
-    fan_in = C // groups * k * k
+    fan_in = max(C // groups * k * k, 1)  # (empty channels: any scale)
     return (
         r(O, C // groups, k, k, scale=fan_in ** -0.5),
         r(O, 1, 1, 1, scale=0.2, offset=1.0),
         r(O, 1, 1, 1, scale=0.02),
         r(O, C // groups, k, k, scale=0.5 * fan_in ** -0.5),
-        r(1, C, 1, 1, scale=C ** -0.5),
+        r(1, C, 1, 1, scale=max(C, 1) ** -0.5),
         r(1, scale=0.1, offset=0.5),
-        r(C, C, 1, 1, scale=0.5 * C ** -0.5),
+        r(C, C, 1, 1, scale=0.5 * max(C, 1) ** -0.5),
         r(C, scale=0.1),
-        r(O, O, 1, 1, scale=0.5 * O ** -0.5),
+        r(O, O, 1, 1, scale=0.5 * max(O, 1) ** -0.5),
         r(O, scale=0.1),
         r(O, scale=0.1) if bias else None,
     )

@@ -141,6 +141,8 @@ def sac_conv2d(
 
     Differentiable with respect to every tensor argument (``weight_gamma``/``weight_beta`` too,
     although :class:`SAConv2d` keeps them as buffers). The bias is added once after the blend.
+    Zero input channels give ``bias + PostCtx(bias)`` at every pixel (a convolution over no
+    channels is 0), zero output channels an empty (N, 0, Ho, Wo) output.
     """
     stride, padding, dilation = _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation)
     _check_algorithm(algorithm, "pyops.sac_conv2d")
@@ -149,7 +151,10 @@ def sac_conv2d(
     name = _backend.resolve("sac_conv2d", backend, x.device)
     args = (x, weight, weight_gamma, weight_beta, weight_diff, switch_weight, switch_bias,
             pre_weight, pre_bias, post_weight, post_bias, bias)
-    if name == "reference":
+    # Empty channels (C = 0 or O = 0): the convolutions contribute nothing, out = bias +
+    # PostCtx(bias) (an empty output for O = 0), defined here as in the reference; the kernels
+    # need C, O >= 1 (and assert it)
+    if name == "reference" or x.shape[1] == 0 or weight.shape[0] == 0:
         return _ref.sac_conv2d(*args, stride, padding, dilation, groups)
     if algorithm is None:
         algorithm = default_algorithm(name, x.shape, weight.shape, stride, dilation, groups)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pyops import _backend, _scripting
+from pyops import _backend, _checks, _scripting
 from pyops._budget import budget
-from pyops.reference.sac import AWS_EPS
+from pyops.reference.sac import AWS_EPS, aws_variance
 from pyops.sac.conv import _check_algorithm, _check_geometry, sac_conv2d
 
 
@@ -29,6 +29,9 @@ class SAConv2d(nn.Conv2d):
 
     The bias is added once, after the blend (the original DetectoRS code adds it in both branches,
     which is the same; mmcv on torch >= 1.8 drops it, which differs only for a non-zero bias).
+    Fan-in 1 (``in_channels / groups * kh * kw == 1``): the variance of a single weight is taken
+    as 0 (mmcv's unbiased variance is NaN there), so the standardised weight is 0 and
+    ``AWS(W) = weight_beta``, in every backend and in :mod:`pyops.reference`.
     ``use_deform=True`` is not implemented and raises ``NotImplementedError``.
     ``backend`` picks the backend of every call (``None``: by device, see :mod:`pyops._backend`)
     and ``algorithm`` the forward algorithm (``None``: :func:`default_algorithm`).
@@ -42,6 +45,12 @@ class SAConv2d(nn.Conv2d):
                 "pyops.SAConv2d: use_deform=True (the deformable-offset variant) is not implemented; "
                 "only use_deform=False is supported"
             )
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            _checks.integer("SAConv2d", name, value, min=0)
+        groups = _checks.integer("SAConv2d", "groups", groups, min=1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"pyops.SAConv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                             f"divisible by groups ({groups})")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
         _check_geometry(in_channels, self.weight.shape, self.stride, self.padding, self.dilation, groups,
@@ -78,6 +87,7 @@ class SAConv2d(nn.Conv2d):
                 self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
                 self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
                 [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend, self.algorithm)
+        _checks.tensor("SAConv2d", "x", x, dims=None, dtypes=None)
         params = [
             self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,
             self.switch.weight, self.switch.bias, self.pre_context.weight, self.pre_context.bias,
@@ -109,7 +119,7 @@ class SAConv2d(nn.Conv2d):
         with torch.no_grad():
             flat = self.weight.data.flatten(1)
             self.weight_beta.data.copy_(flat.mean(dim=1).view(-1, 1, 1, 1))
-            self.weight_gamma.data.copy_(torch.sqrt(flat.var(dim=1) + AWS_EPS).view(-1, 1, 1, 1))
+            self.weight_gamma.data.copy_(torch.sqrt(aws_variance(flat) + AWS_EPS).view(-1, 1, 1, 1))
             self.init_sac()  # the child convs load after this, from the checkpoint if it has them
         self._recovered_prefix = prefix
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pyops import _checks
+
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -12,7 +14,7 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def _check_images(fn: str, images) -> None:
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"pyops.{fn}: images must be a tensor, got {type(images).__name__}")
+        raise TypeError(f"pyops.{fn}: images must be a tensor, got {_checks.describe(images)}")
     if images.dim() != 4:
         raise ValueError(f"pyops.{fn}: images must be a 4-D (B, C, H, W) tensor, got shape {tuple(images.shape)}")
     if images.dtype not in _FLOATS:

@@ -366,6 +366,20 @@ def test_parameter_statistics(p):
     assert set(boxes[:, 2].unique().tolist()) <= {0.0, 0.5}
 
 
+def test_parameters_stay_float32_under_autocast():
+    pipe = pyops.AugmentPipe.from_preset("bgcfnc", p=0.8)
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    torch.manual_seed(3)
+    want = pipe.sample_params(x)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = pipe.sample_params(x)
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key].dtype == torch.float32, key
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
 def test_presets_and_arguments():
     pipe = pyops.AugmentPipe.from_preset("bgc")
     assert pipe.xflip == pipe.rotate90 == pipe.scale == pipe.saturation == 1 and pipe.imgfilter == 0
@@ -376,7 +390,7 @@ def test_presets_and_arguments():
         pyops.AugmentPipe.from_preset("bgz")
     with pytest.raises(TypeError, match="unknown argument"):
         pyops.AugmentPipe(flip=1)
-    with pytest.raises(ValueError, match="imgfilter_bands must have 4"):
+    with pytest.raises(ValueError, match="imgfilter_bands must be 4 numbers"):
         pyops.AugmentPipe(imgfilter_bands=[1, 1])
 
 

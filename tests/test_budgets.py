@@ -44,10 +44,7 @@ ADA_OPS = ("augment", "geometric_color", "filter_noise_cutout", "AugmentPipe", "
 
 # Known violations, each with the issue that removes it. A listed case that passes fails the test
 # (strict xfail): take it off the list.
-KNOWN_SYNCS = {
-    "AugmentPipe": "sample_params reads parameters on the host (#17)",
-    "AdaController": "adjusts p with host arithmetic (#17)",
-}
+KNOWN_SYNCS: dict[str, str] = {}
 # On fake CPU tensors (the backward test) only reads of tensor values still fail.
 KNOWN_VALUE_READS: dict[str, str] = {}
 

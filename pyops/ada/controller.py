@@ -56,7 +56,8 @@ class AdaController:
         if not isinstance(real_logits, torch.Tensor):
             raise TypeError(f"pyops.AdaController.update: real_logits must be a tensor, got {type(real_logits).__name__}")
         signs = torch.sign(real_logits.detach().float())
-        step = torch.stack([signs.sum(), torch.tensor(float(signs.numel()), device=signs.device)]).double()
+        count = torch.full((), float(signs.numel()), dtype=torch.float64, device=signs.device)  # no host copy
+        step = torch.stack([signs.sum(dtype=torch.float64), count])
         self._stats = step if self._stats is None else self._stats + step
         self._steps += 1
         if self._steps % self.interval == 0:

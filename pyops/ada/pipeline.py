@@ -44,6 +44,15 @@ PRESETS: dict[str, dict[str, float]] = {
 }
 
 
+def _constant(values, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant vector made on ``device`` by fills (``torch.tensor(..., device=cuda)``
+    would copy from the host and synchronise)."""
+    out = torch.empty(len(values), device=device, dtype=dtype)
+    for i, value in enumerate(values):
+        out[i].fill_(value)
+    return out
+
+
 class AugmentPipe(torch.nn.Module):
     """The ADA augmentation pipeline: ``AugmentPipe(xflip=1, rotate90=1, ...)`` or
     ``AugmentPipe.from_preset("bgc")``; ``pipe.p`` (a buffer) is the augmentation strength.
@@ -97,7 +106,11 @@ class AugmentPipe(torch.nn.Module):
         """Per-sample parameters for ``images``, drawn from the torch generator of its device in
         a fixed order (geometric, colour, filter, noise, cutout; per augmentation the value, then
         the gate). Keys are the arguments of :func:`augment`; a stage with every multiplier 0 is
-        absent (skipped), so it costs nothing and draws nothing."""
+        absent (skipped), so it costs nothing and draws nothing. Float32 under autocast too."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self._draw_params(images)
+
+    def _draw_params(self, images: torch.Tensor) -> dict:
         B, ch, H, W = images.shape
         dev = images.device
         dt = torch.float32
@@ -146,7 +159,7 @@ class AugmentPipe(torch.nn.Module):
             out["G_inv"] = G
         if any(getattr(self, n) > 0 for n in _COLOR):
             C = torch.eye(4, device=dev, dtype=dt).repeat(B, 1, 1)
-            v = torch.tensor([1, 1, 1, 0], device=dev, dtype=dt) / math.sqrt(3)
+            v = _constant([1 / math.sqrt(3)] * 3 + [0.0], dev, dt)  # the luma axis
             vv = torch.outer(v, v)
             eye = torch.eye(4, device=dev, dtype=dt)
             if self.brightness > 0:
@@ -166,7 +179,7 @@ class AugmentPipe(torch.nn.Module):
                 C = (vv + (eye - vv) * s.view(B, 1, 1)) @ C
             out["C"] = C
         if self.imgfilter > 0:
-            power = torch.tensor(_ref.EXPECTED_POWER, device=dev, dtype=dt)
+            power = _constant(_ref.EXPECTED_POWER, dev, dt)
             g = torch.ones(B, 4, device=dev, dtype=dt)
             for i, band in enumerate(self.imgfilter_bands):
                 t_i = gate(torch.exp2(randn(B) * self.imgfilter_std), self.imgfilter * p * band, 1.0)
@@ -190,7 +203,7 @@ class AugmentPipe(torch.nn.Module):
         alternatives, instead of TorchScript's compiler error."""
         raise NotImplementedError(_scripting.AUGMENT_PIPE_ERROR)
 
-    @budget(forward=400, backward=2, note="parameter sampling dispatches ~350 ops and syncs today (#17)")
+    @budget(forward=400, backward=2, note="no host sync; parameter sampling still dispatches ~350 small ops (#17)")
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images("AugmentPipe", images)
         return augment(images, **self.sample_params(images), backend=self.backend)

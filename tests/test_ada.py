@@ -383,7 +383,7 @@ def test_parameters_stay_float32_under_autocast():
 def test_presets_and_arguments():
     pipe = pyops.AugmentPipe.from_preset("bgc")
     assert pipe.xflip == pipe.rotate90 == pipe.scale == pipe.saturation == 1 and pipe.imgfilter == 0
-    assert float(pipe.p) == 0 and "p" in dict(pipe.named_buffers())
+    assert float(pipe.p) == 1 and "p" in dict(pipe.named_buffers())  # NVIDIA's default
     assert pyops.AugmentPipe.from_preset("bgcfnc").cutout == 1
     assert pyops.AugmentPipe.from_preset("bgc", xflip=0.5).xflip == 0.5
     with pytest.raises(ValueError, match="unknown preset 'bgz'"):
@@ -512,7 +512,7 @@ def test_bad_arguments():
 
 
 def test_controller_steps():
-    pipe = pyops.AugmentPipe.from_preset("bgc")
+    pipe = pyops.AugmentPipe.from_preset("bgc", p=0)
     ctl = pyops.AdaController(pipe, target=0.6, interval=4, kimg=500)
     for _ in range(3):
         ctl.update(torch.ones(8))  # r_t = 1 > target

@@ -55,7 +55,9 @@ def _constant(values, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
 
 class AugmentPipe(torch.nn.Module):
     """The ADA augmentation pipeline: ``AugmentPipe(xflip=1, rotate90=1, ...)`` or
-    ``AugmentPipe.from_preset("bgc")``; ``pipe.p`` (a buffer) is the augmentation strength.
+    ``AugmentPipe.from_preset("bgc")``; ``pipe.p`` (a buffer) is the augmentation strength. It
+    starts at 1, as in NVIDIA's ``AugmentPipe`` (whose training loop then sets it, to 0 for an ADA
+    run): pass ``p=0`` for a pipe that an :class:`AdaController` drives up from nothing.
 
     Calling it on (B, C, H, W) images (C = 1 or 3, values in [-1, 1], any float dtype) draws
     per-sample parameters with :meth:`sample_params` and applies :func:`augment`. Each
@@ -63,7 +65,7 @@ class AugmentPipe(torch.nn.Module):
     order with respect to the images.
     """
 
-    def __init__(self, *, p: float = 0.0, backend: str | None = None, **kwargs):
+    def __init__(self, *, p: float = 1.0, backend: str | None = None, **kwargs):
         super().__init__()
         unknown = set(kwargs) - set(MULTIPLIERS) - set(STRENGTHS)
         if unknown:

@@ -562,6 +562,42 @@ def test_controller_steps():
     assert float(own.p) == pytest.approx(2.0)
 
 
+def test_controller_state_dict_resumes_a_run():
+    def run(steps, ctl):
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(steps):
+            ctl.update(torch.randn(8, generator=gen) + 1.5)
+
+    whole = pyops.AdaController(pyops.AugmentPipe.from_preset("bgc", p=0), interval=3, kimg=0.01)
+    run(7, whole)
+    first = pyops.AdaController(pyops.AugmentPipe.from_preset("bgc", p=0), interval=3, kimg=0.01)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):  # stop mid-interval
+        first.update(torch.randn(8, generator=gen) + 1.5)
+    saved = first.state_dict()
+    resumed = pyops.AdaController(pyops.AugmentPipe.from_preset("bgc", p=0), interval=3, kimg=0.01)
+    resumed.load_state_dict(saved)
+    for _ in range(2):
+        resumed.update(torch.randn(8, generator=gen) + 1.5)
+    assert float(whole.p) > 0
+    assert float(resumed.p) == float(whole.p) and float(resumed.r_t) == float(whole.r_t)
+    with pytest.raises(ValueError, match="pyops.AdaController.load_state_dict: state must be a dict with keys"):
+        resumed.load_state_dict({"p": 0.1})
+
+
+def test_pipe_loads_an_nvidia_state_dict_strictly():
+    from pyops import reference
+
+    nvidia = {"p": torch.tensor(0.3), "Hz_geom": reference.ada.geom_filter(torch.float32),
+              "Hz_fbank": reference.ada.filter_bank(torch.float32)}
+    pipe = pyops.AugmentPipe.from_preset("bgc")
+    pipe.load_state_dict(nvidia)  # strict
+    assert float(pipe.p) == pytest.approx(0.3)
+    bad = dict(nvidia, Hz_geom=reference.ada.geom_filter(torch.float32).flip(0))
+    with pytest.raises(RuntimeError, match="Hz_geom in the checkpoint is not the filter"):
+        pipe.load_state_dict(bad)
+
+
 def test_rv_heuristic():
     rv = pyops.rv_heuristic(torch.tensor([2.0, 2.0]), torch.tensor([1.0]), torch.tensor([-2.0, 0.0]))
     assert float(rv) == pytest.approx((2 - 1) / (2 - (-1)))

@@ -228,6 +228,21 @@ class AugmentPipe(torch.nn.Module):
             out["cutout_boxes"] = torch.stack([centre[:, 0], centre[:, 1], size, size], dim=1)
         return out
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # NVIDIA's AugmentPipe also saves its fixed filters (Hz_geom: sym6, Hz_fbank: the sym2 band
+        # filters); pyops has them as constants: check them and drop them, so its checkpoints load strictly
+        for name, expected in (("Hz_geom", _ref.geom_filter), ("Hz_fbank", _ref.filter_bank)):
+            saved = state_dict.pop(prefix + name, None)
+            if saved is None:
+                continue
+            want = expected(torch.float64)
+            if tuple(saved.shape) != tuple(want.shape) or not torch.allclose(saved.double().cpu(), want, rtol=0, atol=1e-6):
+                error_msgs.append(
+                    f"pyops.AugmentPipe: {prefix + name} in the checkpoint is not the filter NVIDIA's AugmentPipe "
+                    f"saves (expected shape {tuple(want.shape)}), got shape {tuple(saved.shape)} with other values"
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
     def __prepare_scriptable__(self):
         """Called by ``torch.jit.script`` (also on submodules): refuse with the reason and the
         alternatives, instead of TorchScript's compiler error."""

@@ -380,6 +380,33 @@ def test_parameters_stay_float32_under_autocast():
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
 
 
+def test_debug_percentile_pins_every_augmentation():
+    # NVIDIA's debug_percentile: every enabled augmentation applied to every sample, at the percentile u
+    x = make_images(5, 3, 16, 16)
+    u = 0.7
+    std_normal_u = torch.erfinv(torch.tensor(2 * u - 1)).item()
+    pipe = pyops.AugmentPipe.from_preset("bgcfnc", p=0.0)  # p = 0: nothing would fire without debugging
+    params = pipe.sample_params(x, debug_percentile=u)
+    for key, value in params.items():
+        if key != "noise":
+            torch.testing.assert_close(value, value[:1].expand_as(value), rtol=0, atol=0, msg=key)
+    assert not torch.equal(params["G_inv"][0], torch.eye(3)) and not torch.equal(params["C"][0], torch.eye(4))
+    torch.testing.assert_close(params["noise_sigma"], torch.full((5,), torch.erfinv(torch.tensor(u)).item() * pipe.noise_std))
+    torch.testing.assert_close(params["cutout_boxes"][0], torch.tensor([u, u, pipe.cutout_size, pipe.cutout_size]))
+
+    flip = pyops.AugmentPipe(xflip=1, p=0.0).sample_params(x, debug_percentile=u)["G_inv"]
+    torch.testing.assert_close(flip, torch.diag(torch.tensor([-1.0, 1, 1])).expand(5, 3, 3))  # floor(2u) = 1
+    rot = pyops.AugmentPipe(rotate90=1, p=0.0).sample_params(x, debug_percentile=0.3)["G_inv"]  # floor(4u) = 1
+    torch.testing.assert_close(rot[0, :2, :2].abs(), torch.tensor([[0.0, 1], [1, 0]]), atol=1e-6, rtol=0)
+    bright = pyops.AugmentPipe(brightness=1, p=0.0).sample_params(x, debug_percentile=u)["C"]
+    torch.testing.assert_close(bright[:, :3, 3], torch.full((5, 3), std_normal_u * pipe.brightness_std))
+
+    geom = pyops.AugmentPipe.from_preset("bgc", p=0.0)
+    torch.testing.assert_close(geom(x, debug_percentile=u), pyops.ada.augment(x, **geom.sample_params(x, debug_percentile=u)))
+    with pytest.raises(ValueError, match="pyops.AugmentPipe: debug_percentile must be"):
+        geom(x, debug_percentile=1.5)
+
+
 def test_presets_and_arguments():
     pipe = pyops.AugmentPipe.from_preset("bgc")
     assert pipe.xflip == pipe.rotate90 == pipe.scale == pipe.saturation == 1 and pipe.imgfilter == 0
@@ -533,6 +560,42 @@ def test_controller_steps():
     own = pyops.AdaController(interval=1, kimg=0.001)
     own.update(torch.ones(2))
     assert float(own.p) == pytest.approx(2.0)
+
+
+def test_controller_state_dict_resumes_a_run():
+    def run(steps, ctl):
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(steps):
+            ctl.update(torch.randn(8, generator=gen) + 1.5)
+
+    whole = pyops.AdaController(pyops.AugmentPipe.from_preset("bgc", p=0), interval=3, kimg=0.01)
+    run(7, whole)
+    first = pyops.AdaController(pyops.AugmentPipe.from_preset("bgc", p=0), interval=3, kimg=0.01)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):  # stop mid-interval
+        first.update(torch.randn(8, generator=gen) + 1.5)
+    saved = first.state_dict()
+    resumed = pyops.AdaController(pyops.AugmentPipe.from_preset("bgc", p=0), interval=3, kimg=0.01)
+    resumed.load_state_dict(saved)
+    for _ in range(2):
+        resumed.update(torch.randn(8, generator=gen) + 1.5)
+    assert float(whole.p) > 0
+    assert float(resumed.p) == float(whole.p) and float(resumed.r_t) == float(whole.r_t)
+    with pytest.raises(ValueError, match="pyops.AdaController.load_state_dict: state must be a dict with keys"):
+        resumed.load_state_dict({"p": 0.1})
+
+
+def test_pipe_loads_an_nvidia_state_dict_strictly():
+    from pyops import reference
+
+    nvidia = {"p": torch.tensor(0.3), "Hz_geom": reference.ada.geom_filter(torch.float32),
+              "Hz_fbank": reference.ada.filter_bank(torch.float32)}
+    pipe = pyops.AugmentPipe.from_preset("bgc")
+    pipe.load_state_dict(nvidia)  # strict
+    assert float(pipe.p) == pytest.approx(0.3)
+    bad = dict(nvidia, Hz_geom=reference.ada.geom_filter(torch.float32).flip(0))
+    with pytest.raises(RuntimeError, match="Hz_geom in the checkpoint is not the filter"):
+        pipe.load_state_dict(bad)
 
 
 def test_rv_heuristic():

@@ -392,6 +392,66 @@ def test_module_matches_reference_backend(options, backend):
     assert n_proj == per * (2 if separate_f else 1)
 
 
+def _lucidrains_state_dict(dim, seq_len, k, heads, dim_head, one_kv_head, share_kv, seed=0):
+    """Random weights under lucidrains' LinformerSelfAttention parameter names and shapes."""
+    gen = torch.Generator().manual_seed(seed)
+    kv_dim = dim_head if one_kv_head else dim_head * heads
+    sd = {"to_q.weight": torch.randn(heads * dim_head, dim, generator=gen) / dim ** 0.5,
+          "to_k.weight": torch.randn(kv_dim, dim, generator=gen) / dim ** 0.5,
+          "proj_k": torch.randn(seq_len, k, generator=gen) / k ** 0.5,
+          "to_out.weight": torch.randn(dim, heads * dim_head, generator=gen) / dim ** 0.5,
+          "to_out.bias": torch.randn(dim, generator=gen)}
+    if not share_kv:
+        sd["to_v.weight"] = torch.randn(kv_dim, dim, generator=gen) / dim ** 0.5
+        sd["proj_v"] = torch.randn(seq_len, k, generator=gen) / k ** 0.5
+    return sd
+
+
+def _lucidrains_forward(sd, x, heads, dim_head, context=None):
+    """lucidrains' forward written out in plain torch: project the sequence of the keys and values
+    (all heads at once) with proj_k / proj_v, then softmax attention per head."""
+    kv_in = x if context is None else context
+    B, n, _ = x.shape
+    m = kv_in.shape[1]
+    q = (x @ sd["to_q.weight"].T).view(B, n, heads, dim_head).transpose(1, 2)
+    keys = kv_in @ sd["to_k.weight"].T
+    values = kv_in @ sd["to_v.weight"].T if "to_v.weight" in sd else keys
+    proj_v = sd.get("proj_v", sd["proj_k"])
+    keys = torch.einsum("bnd,nk->bkd", keys, sd["proj_k"][:m])
+    values = torch.einsum("bnd,nk->bkd", values, proj_v[:m])
+    keys, values = (t.reshape(B, t.shape[1], -1, dim_head).transpose(1, 2).expand(-1, heads, -1, -1) for t in (keys, values))
+    attn = (q @ keys.transpose(-1, -2) * dim_head ** -0.5).softmax(-1)
+    out = (attn @ values).transpose(1, 2).reshape(B, n, heads * dim_head)
+    return out @ sd["to_out.weight"].T + sd["to_out.bias"]
+
+
+@pytest.mark.parametrize("one_kv_head,share_kv", [(False, False), (True, False), (False, True), (True, True)])
+def test_module_loads_lucidrains_checkpoints(one_kv_head, share_kv):
+    sd = _lucidrains_state_dict(24, 20, 6, 3, 8, one_kv_head, share_kv)
+    layer = pyops.LinformerSelfAttention.from_lucidrains(sd, heads=3, backend="cpu")
+    assert (layer.seq_len, layer.k, layer.heads, layer.dim_head, layer.kv_heads) == (20, 6, 3, 8, 1 if one_kv_head else 3)
+    x, ctx = randn(2, 17, 24, seed=1), randn(2, 12, 24, seed=2)
+    torch.testing.assert_close(layer(x), _lucidrains_forward(sd, x, 3, 8), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(layer(x, context=ctx), _lucidrains_forward(sd, x, 3, 8, context=ctx), atol=1e-5, rtol=1e-4)
+
+
+def test_module_lucidrains_errors_and_context_checks():
+    sd = _lucidrains_state_dict(24, 20, 6, 3, 8, False, False)
+    with pytest.raises(ValueError, match=r"from_lucidrains: state_dict has keys .* cannot place: \['extra'\]"):
+        pyops.LinformerSelfAttention.from_lucidrains({**sd, "extra": torch.zeros(1)}, heads=3)
+    with pytest.raises(ValueError, match=r"missing \['proj_k'\]"):
+        pyops.LinformerSelfAttention.from_lucidrains({n: t for n, t in sd.items() if n != "proj_k"}, heads=3)
+    with pytest.raises(ValueError, match="not divisible by heads = 5"):
+        pyops.LinformerSelfAttention.from_lucidrains(sd, heads=5)
+    layer = pyops.LinformerSelfAttention.from_lucidrains(sd, heads=3)
+    with pytest.raises(ValueError, match=r"pyops.LinformerSelfAttention: context must have shape \(B, m, dim\) = \(2, m, 24\)"):
+        layer(randn(2, 5, 24), context=randn(2, 5, 16))
+    with pytest.raises(ValueError, match="exceeds seq_len = 20"):
+        layer(randn(2, 5, 24), context=randn(2, 21, 24))
+    with pytest.raises(TypeError):
+        pyops.LinformerSelfAttention(16, 16, 4, 2, 8, True)  # lucidrains' sixth argument is keyword-only here
+
+
 def test_module_layerwise_sharing_and_dropout():
     E = pyops.shared_projection(16, k=4)
     layers = torch.nn.Sequential(*[pyops.LinformerSelfAttention(16, 16, k=4, heads=2, sharing="layerwise", projection=E, dropout=0.2) for _ in range(3)])

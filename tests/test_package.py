@@ -112,3 +112,12 @@ def test_sdist_carries_every_source_and_header(tmp_path):
     wanted = {f for f in tracked if f.startswith(("csrc/", "pyops/", "kernels/")) and f.endswith((".h", ".cuh", ".cpp", ".cu", ".py"))}
     assert wanted - shipped == set()
     assert {"setup.py", "pyproject.toml", "README.md"} <= shipped
+
+
+def test_one_version_source():
+    import importlib.metadata
+
+    import pyops
+
+    assert pyops.__version__ == importlib.metadata.version("pyops")
+    assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()

@@ -49,6 +49,30 @@ class AdaController:
         every use, so moving the pipe to another device after creating the controller is fine)."""
         return self.pipe.p if self.pipe is not None else self._own_p
 
+    def state_dict(self) -> dict:
+        """The adjustment state, so that a resumed run continues where it stopped: the step count,
+        the statistics of the unfinished interval, the last r_t and ``p`` (also in the pipe's own
+        state_dict when there is a pipe)."""
+        return {
+            "steps": self._steps,
+            "stats": None if self._stats is None else self._stats.detach().clone(),
+            "r_t": None if self.r_t is None else self.r_t.detach().clone(),
+            "p": self.p.detach().clone(),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (``p`` into the pipe's buffer when there is one)."""
+        fn = "AdaController.load_state_dict"
+        if not isinstance(state, dict) or set(state) != {"steps", "stats", "r_t", "p"}:
+            keys = sorted(state) if isinstance(state, dict) else _checks.describe(state)
+            _checks.fail(fn, f"state must be a dict with keys ['p', 'r_t', 'stats', 'steps'], got {keys}")
+        self._steps = _checks.integer(fn, "state['steps']", state["steps"], min=0)
+        p = self.p
+        self._stats = None if state["stats"] is None else state["stats"].to(device=p.device, dtype=torch.float64).clone()
+        self.r_t = None if state["r_t"] is None else state["r_t"].to(p.device).clone()
+        p.copy_(torch.as_tensor(state["p"]).to(p.device, p.dtype))
+
     @torch.no_grad()
     @budget(forward=16)
     def update(self, real_logits: torch.Tensor) -> None:

@@ -104,19 +104,35 @@ class AugmentPipe(torch.nn.Module):
         return f"p={float(self.p):.4f}, {on}"
 
     @torch.no_grad()
-    def sample_params(self, images: torch.Tensor) -> dict:
+    def sample_params(self, images: torch.Tensor, debug_percentile: float | None = None) -> dict:
         """Per-sample parameters for ``images``, drawn from the torch generator of its device in
         a fixed order (geometric, colour, filter, noise, cutout; per augmentation the value, then
         the gate). Keys are the arguments of :func:`augment`; a stage with every multiplier 0 is
-        absent (skipped), so it costs nothing and draws nothing. Float32 under autocast too."""
-        with torch.autocast(images.device.type, enabled=False):
-            return self._draw_params(images)
+        absent (skipped), so it costs nothing and draws nothing. Float32 under autocast too.
 
-    def _draw_params(self, images: torch.Tensor) -> dict:
+        ``debug_percentile`` in [0, 1] (NVIDIA's debugging aid): every enabled augmentation is
+        applied to every sample, at the value of that percentile of its distribution (uniform
+        ranges at ``u``, normal draws at ``erfinv(2u - 1)``, the noise strength at ``erfinv(u)``,
+        the post-rotation at 0, cutout centred at ``(u, u)``), as NVIDIA's ``AugmentPipe`` does;
+        the noise image itself stays random."""
+        if debug_percentile is not None:
+            debug_percentile = _checks.number("AugmentPipe", "debug_percentile", debug_percentile, min=0, max=1)
+        with torch.autocast(images.device.type, enabled=False):
+            return self._draw_params(images, debug_percentile)
+
+    def _draw_params(self, images: torch.Tensor, debug_percentile: float | None) -> dict:
         B, ch, H, W = images.shape
         dev = images.device
         dt = torch.float32
         p = self.p.to(device=dev, dtype=dt)
+        u = None if debug_percentile is None else torch.full((), debug_percentile, device=dev, dtype=dt)
+
+        def pin(value, fixed):
+            """``value``, or in debug mode the percentile value ``fixed(u)`` for every sample."""
+            return value if u is None else torch.zeros_like(value) + fixed(u)
+
+        def normal(u):  # NVIDIA's percentile of a normal draw
+            return torch.erfinv(u * 2 - 1)
 
         def rand(*shape):
             return torch.rand(shape, device=dev, dtype=dt)
@@ -132,31 +148,36 @@ class AugmentPipe(torch.nn.Module):
             G = torch.eye(3, device=dev, dtype=dt).repeat(B, 1, 1)
             zero = torch.zeros(B, device=dev, dtype=dt)
             if self.xflip > 0:
-                i = gate(torch.floor(rand(B) * 2), self.xflip * p, 0.0)
+                i = pin(gate(torch.floor(rand(B) * 2), self.xflip * p, 0.0), lambda u: torch.floor(u * 2))
                 G = G @ scale2d(1 - 2 * i, zero + 1)  # scale_inv(1 - 2i, 1) is its own inverse
             if self.rotate90 > 0:
-                i = gate(torch.floor(rand(B) * 4), self.rotate90 * p, 0.0)
+                i = pin(gate(torch.floor(rand(B) * 4), self.rotate90 * p, 0.0), lambda u: torch.floor(u * 4))
                 G = G @ rotate2d(math.pi / 2 * i)  # rotate_inv(-pi/2 i)
             if self.xint > 0:
                 t = (rand(B, 2) * 2 - 1) * self.xint_max
                 t = torch.where((rand(B) < self.xint * p)[:, None], t, torch.zeros_like(t))
+                t = pin(t, lambda u: (u * 2 - 1) * self.xint_max)
                 G = G @ translate2d(-torch.round(t[:, 0] * W), -torch.round(t[:, 1] * H))
             if self.scale > 0:
                 s = gate(torch.exp2(randn(B) * self.scale_std), self.scale * p, 1.0)
+                s = pin(s, lambda u: torch.exp2(normal(u) * self.scale_std))
                 G = G @ scale2d(1 / s, 1 / s)
             p_rot = 1 - torch.sqrt((1 - self.rotate * p).clamp(0, 1))
             if self.rotate > 0:
                 theta = gate((rand(B) * 2 - 1) * math.pi * self.rotate_max, p_rot, 0.0)
+                theta = pin(theta, lambda u: (u * 2 - 1) * math.pi * self.rotate_max)
                 G = G @ rotate2d(theta)  # rotate_inv(-theta)
             if self.aniso > 0:
                 s = gate(torch.exp2(randn(B) * self.aniso_std), self.aniso * p, 1.0)
+                s = pin(s, lambda u: torch.exp2(normal(u) * self.aniso_std))
                 G = G @ scale2d(1 / s, s)
             if self.rotate > 0:
-                theta = gate((rand(B) * 2 - 1) * math.pi * self.rotate_max, p_rot, 0.0)
+                theta = pin(gate((rand(B) * 2 - 1) * math.pi * self.rotate_max, p_rot, 0.0), lambda u: 0.0)
                 G = G @ rotate2d(theta)
             if self.xfrac > 0:
                 t = randn(B, 2) * self.xfrac_std
                 t = torch.where((rand(B) < self.xfrac * p)[:, None], t, torch.zeros_like(t))
+                t = pin(t, lambda u: normal(u) * self.xfrac_std)
                 G = G @ translate2d(-t[:, 0] * W, -t[:, 1] * H)
             out["G_inv"] = G
         if any(getattr(self, n) > 0 for n in _COLOR):
@@ -166,18 +187,22 @@ class AugmentPipe(torch.nn.Module):
             eye = torch.eye(4, device=dev, dtype=dt)
             if self.brightness > 0:
                 b = gate(randn(B) * self.brightness_std, self.brightness * p, 0.0)
+                b = pin(b, lambda u: normal(u) * self.brightness_std)
                 C = translate3d(b, b, b) @ C
             if self.contrast > 0:
                 c = gate(torch.exp2(randn(B) * self.contrast_std), self.contrast * p, 1.0)
+                c = pin(c, lambda u: torch.exp2(normal(u) * self.contrast_std))
                 C = scale3d(c, c, c) @ C
             if self.lumaflip > 0:
-                i = gate(torch.floor(rand(B) * 2), self.lumaflip * p, 0.0)
+                i = pin(gate(torch.floor(rand(B) * 2), self.lumaflip * p, 0.0), lambda u: torch.floor(u * 2))
                 C = (eye - 2 * vv * i.view(B, 1, 1)) @ C
             if self.hue > 0 and ch > 1:
                 theta = gate((rand(B) * 2 - 1) * math.pi * self.hue_max, self.hue * p, 0.0)
+                theta = pin(theta, lambda u: (u * 2 - 1) * math.pi * self.hue_max)
                 C = rotate3d(v, theta) @ C
             if self.saturation > 0 and ch > 1:
                 s = gate(torch.exp2(randn(B) * self.saturation_std), self.saturation * p, 1.0)
+                s = pin(s, lambda u: torch.exp2(normal(u) * self.saturation_std))
                 C = (vv + (eye - vv) * s.view(B, 1, 1)) @ C
             out["C"] = C
         if self.imgfilter > 0:
@@ -185,6 +210,7 @@ class AugmentPipe(torch.nn.Module):
             g = torch.ones(B, 4, device=dev, dtype=dt)
             for i, band in enumerate(self.imgfilter_bands):
                 t_i = gate(torch.exp2(randn(B) * self.imgfilter_std), self.imgfilter * p * band, 1.0)
+                t_i = pin(t_i, lambda u, band=band: torch.exp2(normal(u) * self.imgfilter_std) if band > 0 else 1.0)
                 t = torch.ones(B, 4, device=dev, dtype=dt)
                 t[:, i] = t_i
                 t = t / (power * t.square()).sum(dim=1, keepdim=True).sqrt()
@@ -192,13 +218,30 @@ class AugmentPipe(torch.nn.Module):
             out["filter_gains"] = g
         if self.noise > 0:
             sigma = gate(randn(B).abs() * self.noise_std, self.noise * p, 0.0)
+            sigma = pin(sigma, lambda u: torch.erfinv(u) * self.noise_std)
             out["noise_sigma"] = sigma
             out["noise"] = randn(B, ch, H, W)
         if self.cutout > 0:
             size = gate(torch.full((B,), self.cutout_size, device=dev, dtype=dt), self.cutout * p, 0.0)
-            centre = rand(B, 2)
+            centre = pin(rand(B, 2), lambda u: u)
+            size = pin(size, lambda u: self.cutout_size)
             out["cutout_boxes"] = torch.stack([centre[:, 0], centre[:, 1], size, size], dim=1)
         return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # NVIDIA's AugmentPipe also saves its fixed filters (Hz_geom: sym6, Hz_fbank: the sym2 band
+        # filters); pyops has them as constants: check them and drop them, so its checkpoints load strictly
+        for name, expected in (("Hz_geom", _ref.geom_filter), ("Hz_fbank", _ref.filter_bank)):
+            saved = state_dict.pop(prefix + name, None)
+            if saved is None:
+                continue
+            want = expected(torch.float64)
+            if tuple(saved.shape) != tuple(want.shape) or not torch.allclose(saved.double().cpu(), want, rtol=0, atol=1e-6):
+                error_msgs.append(
+                    f"pyops.AugmentPipe: {prefix + name} in the checkpoint is not the filter NVIDIA's AugmentPipe "
+                    f"saves (expected shape {tuple(want.shape)}), got shape {tuple(saved.shape)} with other values"
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def __prepare_scriptable__(self):
         """Called by ``torch.jit.script`` (also on submodules): refuse with the reason and the
@@ -206,6 +249,7 @@ class AugmentPipe(torch.nn.Module):
         raise NotImplementedError(_scripting.AUGMENT_PIPE_ERROR)
 
     @budget(forward=400, backward=2, note="no host sync; parameter sampling still dispatches ~350 small ops (#17)")
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, debug_percentile: float | None = None) -> torch.Tensor:
+        """Augment ``images``; ``debug_percentile``: see :meth:`sample_params`."""
         _check_images("AugmentPipe", images)
-        return augment(images, **self.sample_params(images), backend=self.backend)
+        return augment(images, **self.sample_params(images, debug_percentile), backend=self.backend)

@@ -54,8 +54,13 @@ class LinformerSelfAttention(nn.Module):
         projection: the shared Parameter of ``sharing="layerwise"`` (required there, else unused).
         backend: passed to :func:`linformer_attention`.
 
-    ``forward(x, key_padding_mask=None)``: x (B, n, dim), n <= seq_len, key_padding_mask (B, n)
-    bool with True at padding; returns (B, n, dim).
+    The first five arguments are positional as in lucidrains' ``linformer`` (whose checkpoints
+    :meth:`from_lucidrains` loads); the rest are keyword-only.
+
+    ``forward(x, key_padding_mask=None, context=None)``: x (B, n, dim); keys and values come from
+    ``context`` (B, m, dim) when given (cross-attention, as lucidrains' ``context=``), else from x;
+    their length (n or m) must be <= seq_len; key_padding_mask (B, n or m) bool with True at
+    padding; returns (B, n, dim).
 
     E and F are initialised with :func:`init_projection` (uniform ±1/sqrt(k)).
     """
@@ -67,9 +72,10 @@ class LinformerSelfAttention(nn.Module):
         k: int = 256,
         heads: int = 8,
         dim_head: int | None = None,
+        *,
+        one_kv_head: bool = False,
         share_kv: bool = False,
         sharing: str = "headwise",
-        one_kv_head: bool = False,
         dropout: float = 0.0,
         projection: nn.Parameter | None = None,
         backend: str | None = None,
@@ -113,16 +119,26 @@ class LinformerSelfAttention(nn.Module):
             self.F = nn.Parameter(init_projection(torch.empty(shape))) if separate_f else None
 
     @budget(forward=12, backward=21, note="the q/k/v/out projections and linformer_attention")
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch (see pyops._scripting)
-            return self._forward_scripted(x, key_padding_mask)
-        _checks.tensor("LinformerSelfAttention", "x", x, dims=3, shape="(B, n, dim)")
+            return self._forward_scripted(x, key_padding_mask, context)
+        fn = "LinformerSelfAttention"
+        _checks.tensor(fn, "x", x, dims=3, shape="(B, n, dim)")
         B, n, _ = x.shape
-        if n > self.seq_len:
-            raise ValueError(f"LinformerSelfAttention: sequence length {n} exceeds seq_len = {self.seq_len}")
+        kv = x
+        if context is not None:
+            _checks.tensor(fn, "context", context, dims=3, shape="(B, m, dim)")
+            if context.shape[0] != B or context.shape[2] != x.shape[2]:
+                _checks.fail(fn, f"context must have shape (B, m, dim) = ({B}, m, {x.shape[2]}), got {tuple(context.shape)}")
+            kv = context
+        m = kv.shape[1]
+        if m > self.seq_len:
+            raise ValueError(f"pyops.LinformerSelfAttention: sequence length {m} of the keys/values exceeds seq_len = {self.seq_len}")
         q = self.to_q(x).view(B, n, self.heads, self.dim_head).transpose(1, 2)
-        k = self.to_k(x).view(B, n, self.kv_heads, self.dim_head).transpose(1, 2)
-        v = self.to_v(x).view(B, n, self.kv_heads, self.dim_head).transpose(1, 2)
+        k = self.to_k(kv).view(B, m, self.kv_heads, self.dim_head).transpose(1, 2)
+        v = self.to_v(kv).view(B, m, self.kv_heads, self.dim_head).transpose(1, 2)
         E = self.shared_E if self.sharing == "layerwise" else self.E
         out = linformer_attention(
             q, k, v, E, self.F, key_padding_mask=key_padding_mask,
@@ -130,16 +146,19 @@ class LinformerSelfAttention(nn.Module):
         )
         return self.to_out(out.transpose(1, 2).reshape(B, n, self.heads * self.dim_head))
 
-    def _forward_scripted(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def _forward_scripted(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, context: torch.Tensor | None
+    ) -> torch.Tensor:
         """:meth:`forward` under ``torch.jit.script``: the same projections and operators."""
         if x.dim() != 3:
             raise ValueError("LinformerSelfAttention: x must be (B, n, dim)")
-        B, n = x.shape[0], x.shape[1]
-        if n > self.seq_len:
+        kv = x if context is None else context
+        B, n, m = x.shape[0], x.shape[1], kv.shape[1]
+        if m > self.seq_len:
             raise ValueError("LinformerSelfAttention: the sequence is longer than seq_len")
         q = self.to_q(x).view(B, n, self.heads, self.dim_head).transpose(1, 2)
-        k = self.to_k(x).view(B, n, self.kv_heads, self.dim_head).transpose(1, 2)
-        v = self.to_v(x).view(B, n, self.kv_heads, self.dim_head).transpose(1, 2)
+        k = self.to_k(kv).view(B, m, self.kv_heads, self.dim_head).transpose(1, 2)
+        v = self.to_v(kv).view(B, m, self.kv_heads, self.dim_head).transpose(1, 2)
         E = self.E
         if E is None:  # sharing="layerwise"
             E = self.shared_E if hasattr(self, "shared_E") else None
@@ -148,3 +167,47 @@ class LinformerSelfAttention(nn.Module):
             q, k, v, E, self.F, key_padding_mask, self.dropout if self.training else 0.0, self.backend
         )
         return self.to_out(out.transpose(1, 2).reshape(B, n, self.heads * self.dim_head))
+
+    @classmethod
+    def from_lucidrains(
+        cls, state_dict: dict, *, heads: int, dim_head: int | None = None, dropout: float = 0.0, backend: str | None = None
+    ) -> LinformerSelfAttention:
+        """A layer holding the weights of a state_dict of lucidrains' ``linformer``
+        ``LinformerSelfAttention`` (keys ``to_q.weight``, ``to_k.weight``, ``proj_k``, ``to_v.weight``
+        and ``proj_v`` unless it was built with ``share_kv``, ``to_out.weight``, ``to_out.bias``), with
+        the same outputs. ``heads`` (and ``dim_head`` when it is not ``inner // heads``) as it was
+        built with: the shapes do not tell them. ``dim``, ``seq_len``, ``k``, ``one_kv_head`` and
+        ``share_kv`` are read from the shapes and keys. lucidrains' ``share_kv`` ties the value
+        projection to the key projection; the pyops layer gets ``to_v`` as a copy of ``to_k`` (and
+        F = E), so outputs match, but training updates the two separately."""
+        fn = "LinformerSelfAttention.from_lucidrains"
+        sd = dict(state_dict)
+        missing = [key for key in ("to_q.weight", "to_k.weight", "proj_k", "to_out.weight", "to_out.bias") if key not in sd]
+        if missing:
+            _checks.fail(fn, f"state_dict is not a lucidrains LinformerSelfAttention layout: missing {missing}")
+        share_kv = "to_v.weight" not in sd
+        if share_kv != ("proj_v" not in sd):
+            _checks.fail(fn, "state_dict must hold both to_v.weight and proj_v (or neither, for share_kv)")
+        inner, dim = sd["to_q.weight"].shape
+        heads = _checks.integer(fn, "heads", heads, min=1)
+        if dim_head is None:
+            if inner % heads:
+                _checks.fail(fn, f"to_q maps to {inner} features, not divisible by heads = {heads}: pass dim_head")
+            dim_head = inner // heads
+        if heads * dim_head != inner:
+            _checks.fail(fn, f"heads * dim_head = {heads} * {dim_head} must equal the {inner} outputs of to_q")
+        seq_len, k = sd["proj_k"].shape
+        kv_dim = sd["to_k.weight"].shape[0]
+        if kv_dim not in (inner, dim_head):
+            _checks.fail(fn, f"to_k must map to heads * dim_head = {inner} or dim_head = {dim_head} features, got {kv_dim}")
+        layer = cls(dim, seq_len, k, heads, dim_head, one_kv_head=kv_dim != inner, share_kv=share_kv,
+                    dropout=dropout, backend=backend)
+        to_k = sd.pop("to_k.weight")
+        ours = {"to_q.weight": sd.pop("to_q.weight"), "to_k.weight": to_k, "to_v.weight": sd.pop("to_v.weight", to_k),
+                "to_out.weight": sd.pop("to_out.weight"), "to_out.bias": sd.pop("to_out.bias"), "E": sd.pop("proj_k")}
+        if not share_kv:
+            ours["F"] = sd.pop("proj_v")
+        if sd:
+            _checks.fail(fn, f"state_dict has keys a LinformerSelfAttention cannot place: {sorted(sd)}")
+        layer.load_state_dict({name: t.detach().clone() for name, t in ours.items()})
+        return layer

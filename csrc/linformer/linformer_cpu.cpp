@@ -1,11 +1,11 @@
 // CPU kernels of the Linformer ops, and the projection GEMMs shared with the CUDA registration.
 //
 // Projection: K' = E^T K per (batch, head) as one at::matmul (masked rows of K zeroed first).
-// Attention: GEMMs over chunks of query rows (below), with linformer.h's dropout mask. The row
-// loops of linformer_cpu_loops.h serve the JAX CPU binding, which has no ATen.
+// Attention: ATen's fused CPU flash attention, or GEMMs over chunks of query rows with
+// linformer.h's dropout mask (see attend_cpu). The row loops of linformer_cpu_loops.h serve the
+// JAX CPU binding, which has no ATen.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -15,7 +15,6 @@
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include "linformer_host.h"

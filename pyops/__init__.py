@@ -37,7 +37,7 @@ from pyops.pointrend import (
 )
 from pyops import ada
 from pyops.ada import AdaController, AugmentPipe, rv_heuristic
-from pyops.sac import SAConv2d, sac_conv2d
+from pyops.sac import SAConv2d, deform_conv2d, sac_conv2d
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "BACKENDS",
     "calculate_uncertainty",
     "calculate_uncertainty_sem_seg",
+    "deform_conv2d",
     "extension_error",
     "ExtensionUnavailableError",
     "generate_regular_grid_point_coords",

@@ -81,6 +81,17 @@ SCHEMAS: dict[str, str] = {
         "Tensor switch, Tensor branch_diff, Tensor x_mean, Tensor y_mean, int[2] stride, "
         "int[2] padding, int[2] dilation, int groups) -> Tensor[]"
     ),
+    # Deformable convolution v1: input (N, C, H, W), offset (N, 2 * offset_groups * kh * kw, Ho, Wo)
+    # (dy, dx per kernel point, torchvision's layout), weight (O, C / groups, kh, kw), bias (O,).
+    # Returns (N, O, Ho, Wo). The backward returns (grad_input, grad_offset, grad_weight).
+    "deform_conv2d": (
+        "(Tensor input, Tensor offset, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+        "int[2] dilation, int groups, int offset_groups) -> Tensor"
+    ),
+    "deform_conv2d_backward": (
+        "(Tensor grad_out, Tensor input, Tensor offset, Tensor weight, int[2] stride, int[2] padding, "
+        "int[2] dilation, int groups, int offset_groups) -> (Tensor, Tensor, Tensor)"
+    ),
     # ---- StyleGAN2-ADA ----------------------------------------------------------------------
     # images (B, C, H, W), C in {1, 3}; G_inv (B, 3, 3) maps output pixels to input pixels
     # (centred coordinates), C (B, 4, 4) maps colours (homogeneous); either may be None (stage

@@ -15,13 +15,14 @@ from pyops.reference.pointrend import (
     subdivision_inference,
     subdivision_step,
 )
-from pyops.reference.sac import aws_weight, sac_conv2d, two_convolutions
+from pyops.reference.sac import aws_weight, deform_conv2d, sac_conv2d, sac_deform_conv2d, two_convolutions
 
 __all__ = [
     "ada",
     "aws_weight",
     "calculate_uncertainty",
     "calculate_uncertainty_sem_seg",
+    "deform_conv2d",
     "generate_regular_grid_point_coords",
     "get_point_coords_wrt_image",
     "get_uncertain_point_coords_on_grid",
@@ -33,6 +34,7 @@ __all__ = [
     "sample_points_for_loss",
     "subdivision_inference",
     "sac_conv2d",
+    "sac_deform_conv2d",
     "subdivision_step",
     "two_convolutions",
 ]

@@ -96,3 +96,102 @@ def two_convolutions(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,
     small = F.conv2d(x, weight, None, stride, padding, dilation, groups)
     large = F.conv2d(x, weight, None, stride, tuple(3 * p for p in padding), tuple(3 * d for d in dilation), groups)
     return small, large
+
+
+def deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+) -> torch.Tensor:
+    """Deformable convolution v1 (Dai et al. 2017) with torchvision's and mmcv's layout.
+
+    input (N, C, H, W); weight (O, C/g, kh, kw) (``g = C / weight.shape[1]`` groups); offset
+    (N, 2 * og * kh * kw, Ho, Wo) for ``og`` offset groups, each a contiguous block of C/og input
+    channels. Kernel point ``k = i * kw + j`` of offset group ``a`` at output pixel (oy, ox) samples
+    its channels bilinearly at ``y = oy * sh - ph + i * dh + offset[2 (a K + k)]``,
+    ``x = ox * sw - pw + j * dw + offset[2 (a K + k) + 1]`` (``K = kh * kw``); a corner outside the
+    image reads 0, and a point with ``y <= -1``, ``y >= H``, ``x <= -1`` or ``x >= W`` is 0
+    altogether. The samples are then contracted with the weight as a convolution does.
+    Differentiable in every tensor (the offsets through the bilinear weights)."""
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    N, C, H, W = input.shape
+    O, Cg, kh, kw = weight.shape
+    K = kh * kw
+    groups = C // Cg
+    og = offset.shape[1] // (2 * K)
+    Ho, Wo = offset.shape[2:]
+    off = offset.reshape(N, og, K, 2, Ho, Wo)
+    dev = input.device
+    ky = torch.arange(kh, device=dev).repeat_interleave(kw) * dh  # (K,)
+    kx = torch.arange(kw, device=dev).repeat(kh) * dw
+    base_y = (torch.arange(Ho, device=dev) * sh - ph).view(1, 1, 1, Ho, 1) + ky.view(1, 1, K, 1, 1)
+    base_x = (torch.arange(Wo, device=dev) * sw - pw).view(1, 1, 1, 1, Wo) + kx.view(1, 1, K, 1, 1)
+    y = base_y.to(offset.dtype) + off[:, :, :, 0]  # (N, og, K, Ho, Wo)
+    x = base_x.to(offset.dtype) + off[:, :, :, 1]
+    inside = ((y > -1) & (y < H) & (x > -1) & (x < W)).to(input.dtype)
+    y0 = torch.floor(y)
+    x0 = torch.floor(x)
+    ly, lx = y - y0, x - x0
+    y0, x0 = y0.long(), x0.long()
+    planes = input.reshape(N, og, C // og, H * W)
+    samples = 0
+    for cy, cx, wgt in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
+                        (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
+        valid = ((cy >= 0) & (cy < H) & (cx >= 0) & (cx < W)).to(input.dtype)
+        index = (cy.clamp(0, H - 1) * W + cx.clamp(0, W - 1)).view(N, og, 1, K * Ho * Wo)
+        corner = torch.gather(planes, 3, index.expand(N, og, C // og, K * Ho * Wo))
+        samples = samples + corner.view(N, og, C // og, K, Ho, Wo) * (wgt * valid * inside).unsqueeze(2)
+    columns = samples.reshape(N, groups, Cg * K, Ho * Wo)  # channel-major, then kernel point
+    out = torch.matmul(weight.reshape(groups, O // groups, Cg * K), columns)  # (N, g, O/g, Ho Wo)
+    out = out.reshape(N, O, Ho, Wo)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def sac_deform_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_gamma: torch.Tensor,
+    weight_beta: torch.Tensor,
+    weight_diff: torch.Tensor,
+    switch_weight: torch.Tensor,
+    switch_bias: torch.Tensor,
+    pre_weight: torch.Tensor,
+    pre_bias: torch.Tensor,
+    post_weight: torch.Tensor,
+    post_bias: torch.Tensor,
+    offset_s_weight: torch.Tensor,
+    offset_s_bias: torch.Tensor,
+    offset_l_weight: torch.Tensor,
+    offset_l_bias: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """The deformable SAConv2d forward (mmcv ``SAConv2d(use_deform=True)``): as :func:`sac_conv2d`
+    with each branch a :func:`deform_conv2d` (one offset group) whose offsets are 3x3 convolutions
+    (18 channels, padding 1, the layer's stride, with bias) of the switch's 5x5 average ``p``.
+    The bias, when given, is added once after the blend (mmcv's deformable path drops it)."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    x = x + F.conv2d(F.adaptive_avg_pool2d(x, 1), pre_weight, pre_bias)
+    pooled = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel_size=5, stride=1)
+    switch = F.conv2d(pooled, switch_weight, switch_bias, stride=stride)
+    w = aws_weight(weight, weight_gamma, weight_beta)
+    offset_s = F.conv2d(pooled, offset_s_weight, offset_s_bias, stride=stride, padding=1)
+    small = deform_conv2d(x, offset_s, w, None, stride, padding, dilation)
+    offset_l = F.conv2d(pooled, offset_l_weight, offset_l_bias, stride=stride, padding=1)
+    large = deform_conv2d(x, offset_l, w + weight_diff, None, stride, tuple(3 * p for p in padding),
+                          tuple(3 * d for d in dilation))
+    y = switch * small + (1 - switch) * large
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y + F.conv2d(F.adaptive_avg_pool2d(y, 1), post_weight, post_bias)

@@ -26,12 +26,14 @@ choice), ``layer.py`` the module :class:`SAConv2d`; ``_ops.py`` the operators' r
 from pyops.sac import _selfcheck  # noqa: F401  (registers the python -m pyops checks)
 from pyops.sac._selfcheck import random_parameters
 from pyops.sac.conv import ALGORITHMS, DEFAULT_ALGORITHMS, default_algorithm, sac_conv2d
+from pyops.sac.deform import deform_conv2d
 from pyops.sac.layer import SAConv2d
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_ALGORITHMS",
     "default_algorithm",
+    "deform_conv2d",
     "random_parameters",
     "sac_conv2d",
     "SAConv2d",

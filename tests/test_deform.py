@@ -63,9 +63,10 @@ DEFORM = OpSpec(
     images=(0, 1),
     gradcheck_shapes=("gradcheck", "gradcheck_stride"),
     # a column value sums C/g * kh * kw products; the offset gradient is a sum of slope * weight
-    # products with cancellation
+    # products with cancellation; in bfloat16 the column gradients are rounded to bfloat16 (the
+    # GEMM output dtype, as in torchvision) before those sums
     tol={torch.float32: dict(atol=2e-4, rtol=2e-4), torch.float16: dict(atol=3e-2, rtol=3e-2),
-         torch.bfloat16: dict(atol=2e-1, rtol=5e-2)},
+         torch.bfloat16: dict(atol=5e-1, rtol=5e-2)},
 )
 TestDeformConv2d = battery(DEFORM)
 DEVICE_BACKENDS = device_backends()

@@ -62,11 +62,13 @@ PYOPS_HD T unnormalize_grad(int64_t size, bool align_corners) {
   return align_corners ? T(size - 1) : T(size);
 }
 
+// Taps of the pixel-space position (x, y) in an H x W map (also used by the deformable
+// convolution, csrc/sac/deform.h).
 template <typename T>
-PYOPS_HD BilinearTaps<T> make_taps(T u, T v, int64_t H, int64_t W, bool align_corners) {
+PYOPS_HD BilinearTaps<T> pixel_taps(T x, T y, int64_t H, int64_t W) {
   BilinearTaps<T> t;
-  t.x = unnormalize(u, W, align_corners);
-  t.y = unnormalize(v, H, align_corners);
+  t.x = x;
+  t.y = y;
   t.x0 = floor(t.x);
   t.y0 = floor(t.y);
   // Comparisons in floating point: NaN and huge values fail them, so no out-of-range
@@ -78,6 +80,11 @@ PYOPS_HD BilinearTaps<T> make_taps(T u, T v, int64_t H, int64_t W, bool align_co
   t.ix0 = (t.vx0 || t.vx1) ? static_cast<int64_t>(t.x0) : 0;
   t.iy0 = (t.vy0 || t.vy1) ? static_cast<int64_t>(t.y0) : 0;
   return t;
+}
+
+template <typename T>
+PYOPS_HD BilinearTaps<T> make_taps(T u, T v, int64_t H, int64_t W, bool align_corners) {
+  return pixel_taps(unnormalize(u, W, align_corners), unnormalize(v, H, align_corners), H, W);
 }
 
 // Gradient of sum_c g_c * sample_c with respect to the pixel-space position (x, y), given

@@ -116,7 +116,8 @@ def deform_conv2d(
     ``x = ox * sw - pw + j * dw + offset[2 (a K + k) + 1]`` (``K = kh * kw``); a corner outside the
     image reads 0, and a point with ``y <= -1``, ``y >= H``, ``x <= -1`` or ``x >= W`` is 0
     altogether. The samples are then contracted with the weight as a convolution does.
-    Differentiable in every tensor (the offsets through the bilinear weights)."""
+    Differentiable in every tensor (the offsets through the bilinear weights). Computed in
+    float32 for float16/bfloat16 tensors (positions, weights, sums), as the kernels do."""
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
@@ -126,14 +127,17 @@ def deform_conv2d(
     groups = C // Cg
     og = offset.shape[1] // (2 * K)
     Ho, Wo = offset.shape[2:]
+    dtype = input.dtype
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    input, offset, weight = input.to(acc), offset.to(acc), weight.to(acc)
     off = offset.reshape(N, og, K, 2, Ho, Wo)
     dev = input.device
     ky = torch.arange(kh, device=dev).repeat_interleave(kw) * dh  # (K,)
     kx = torch.arange(kw, device=dev).repeat(kh) * dw
     base_y = (torch.arange(Ho, device=dev) * sh - ph).view(1, 1, 1, Ho, 1) + ky.view(1, 1, K, 1, 1)
     base_x = (torch.arange(Wo, device=dev) * sw - pw).view(1, 1, 1, 1, Wo) + kx.view(1, 1, K, 1, 1)
-    y = base_y.to(offset.dtype) + off[:, :, :, 0]  # (N, og, K, Ho, Wo)
-    x = base_x.to(offset.dtype) + off[:, :, :, 1]
+    y = base_y.to(acc) + off[:, :, :, 0]  # (N, og, K, Ho, Wo)
+    x = base_x.to(acc) + off[:, :, :, 1]
     inside = ((y > -1) & (y < H) & (x > -1) & (x < W)).to(input.dtype)
     y0 = torch.floor(y)
     x0 = torch.floor(x)
@@ -151,8 +155,8 @@ def deform_conv2d(
     out = torch.matmul(weight.reshape(groups, O // groups, Cg * K), columns)  # (N, g, O/g, Ho Wo)
     out = out.reshape(N, O, Ho, Wo)
     if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+        out = out + bias.to(acc).view(1, -1, 1, 1)
+    return out.to(dtype)
 
 
 def sac_deform_conv2d(

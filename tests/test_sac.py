@@ -316,11 +316,6 @@ def test_compile_module_inductor_cpu():
     torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=1e-5)
 
 
-def test_use_deform_is_rejected():
-    with pytest.raises(NotImplementedError, match="use_deform=True .* is not implemented"):
-        pyops.SAConv2d(4, 4, 3, padding=1, use_deform=True)
-
-
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 def test_bad_inputs(backend):
     inputs, geometry = make_case((1, 4, 4, 7, 6, 3, 1, 1, 1, True), torch.float32, "cpu")

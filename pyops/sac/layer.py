@@ -107,6 +107,10 @@ class SAConv2d(nn.Conv2d):
                 self.switch.bias, self.pre_context.weight, self.pre_context.bias, self.post_context.weight,
                 self.post_context.bias, self.bias, [self.stride[0], self.stride[1]],
                 [self.padding[0], self.padding[1]], [self.dilation[0], self.dilation[1]], self.groups, self.backend, self.algorithm)
+        return self._eager_forward(x)
+
+    @torch.jit.unused
+    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
         _checks.tensor("SAConv2d", "x", x, dims=None, dtypes=None)
         params = [
             self.weight, self.weight_gamma, self.weight_beta, self.weight_diff,

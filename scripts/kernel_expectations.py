@@ -28,6 +28,7 @@ HOT_PATHS: list[tuple[str, tuple[str, ...]]] = [
     (r"^cuda:.*pyops::linformer::", ("bfloat16",)),
     (r"^triton:(project|attend)_", ("bfloat16",)),
     (r"^cuda:.*pyops::sac::", ("bfloat16",)),
+    (r"^cuda:.*pyops::deform::", ("bfloat16",)),
     (r"^triton:(linear|linear_backward|context_switch_dot|switch_pool|switch_pool_adjoint|aws|aws_backward|"
      r"blend_forward|blend_backward|input_grad_sums|input_grad|dual_conv)_kernel", ("bfloat16", "float32")),
     (r"^cuda:.*pyops::ada::", ("float32",)),

@@ -6,7 +6,7 @@
 //   a warp reads 32 neighbouring offsets and writes 32 neighbouring column values per channel; the
 //   taps are computed once and reused for the group's channels. Writes C*9*HW*N*2 B = 151 MB
 //   (the columns), reads the input's corners mostly from L1/L2 (neighbouring pixels share them):
-//   ~151 MB / 4.8 TB/s = 31 us floor. ~40 registers, 256 threads per block, full occupancy.
+//   ~151 MB / 4.8 TB/s = 31 us floor. sm_90: 48 registers, no stack, 256 threads per block, full occupancy.
 // - GEMM (cuBLAS): 2*O*C*9*HW*N = 38.7 GFLOP, ~39 us at the bf16 dense peak (990 TFLOP/s),
 //   ~60 us at a realistic 65%; reads the columns once (151 MB, 31 us, overlapping).
 //   Predicted forward ~0.1 ms per deformable convolution (cuDNN's plain 3x3: 0.063 ms).
@@ -15,7 +15,8 @@
 //   corner dot products for the offset gradient in registers and scatters the four weighted
 //   values into the float input gradient with atomicAdd (not bitwise deterministic: the backward
 //   raises under torch.use_deterministic_algorithms). Reads 151 MB of column gradients, ~4
-//   atomics per column value (L2-resident for a 64x64x256 plane set): predicted ~0.1 ms.
+//   atomics per column value (L2-resident for a 64x64x256 plane set): predicted ~0.1 ms. sm_90:
+//   capped at 64 registers (__launch_bounds__(256, 4): 80 uncapped), no stack for float/half/bf16.
 #include <algorithm>
 
 #include <ATen/Context.h>
@@ -77,7 +78,7 @@ __global__ void __launch_bounds__(kThreads) im2col_kernel(Sampler<scalar_t, T> s
 }
 
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kThreads) col_grad_kernel(Sampler<scalar_t, T> s, int64_t n0, int64_t items,
+__global__ void __launch_bounds__(kThreads, 4) col_grad_kernel(Sampler<scalar_t, T> s, int64_t n0, int64_t items,
                                                             const scalar_t* __restrict__ grad_cols,
                                                             T* __restrict__ grad_input,
                                                             scalar_t* __restrict__ grad_offset) {

@@ -180,21 +180,26 @@ def sac_deform_conv2d(
     padding=0,
     dilation=1,
     groups: int = 1,
+    *,
+    deform=None,
 ) -> torch.Tensor:
     """The deformable SAConv2d forward (mmcv ``SAConv2d(use_deform=True)``): as :func:`sac_conv2d`
     with each branch a :func:`deform_conv2d` (one offset group) whose offsets are 3x3 convolutions
     (18 channels, padding 1, the layer's stride, with bias) of the switch's 5x5 average ``p``.
-    The bias, when given, is added once after the blend (mmcv's deformable path drops it)."""
+    The bias, when given, is added once after the blend (mmcv's deformable path drops it).
+    ``deform``: the deformable convolution, called as :func:`deform_conv2d` (default: that one;
+    the benchmarks pass torchvision's to time the layer a user would compose with it)."""
+    deform = deform_conv2d if deform is None else deform
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     x = x + F.conv2d(F.adaptive_avg_pool2d(x, 1), pre_weight, pre_bias)
     pooled = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel_size=5, stride=1)
     switch = F.conv2d(pooled, switch_weight, switch_bias, stride=stride)
     w = aws_weight(weight, weight_gamma, weight_beta)
     offset_s = F.conv2d(pooled, offset_s_weight, offset_s_bias, stride=stride, padding=1)
-    small = deform_conv2d(x, offset_s, w, None, stride, padding, dilation)
+    small = deform(x, offset_s, w, None, stride, padding, dilation)
     offset_l = F.conv2d(pooled, offset_l_weight, offset_l_bias, stride=stride, padding=1)
-    large = deform_conv2d(x, offset_l, w + weight_diff, None, stride, tuple(3 * p for p in padding),
-                          tuple(3 * d for d in dilation))
+    large = deform(x, offset_l, w + weight_diff, None, stride, tuple(3 * p for p in padding),
+                   tuple(3 * d for d in dilation))
     y = switch * small + (1 - switch) * large
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)

@@ -179,6 +179,14 @@ def _sac_functional(device):
     return (lambda: pyops.sac_conv2d(x, *tensors, padding=1)), [x, *tensors]
 
 
+def _deform_conv2d(device):
+    x = _randn(2, 8, 12, 12, device=device, requires_grad=True)
+    offset = _randn(2, 18, 12, 12, device=device, requires_grad=True)
+    weight = _randn(8, 8, 3, 3, device=device, requires_grad=True)
+    bias = _randn(8, device=device, requires_grad=True)
+    return (lambda: pyops.deform_conv2d(x, offset, weight, bias, 1, 1, 1)), [x, offset, weight, bias]
+
+
 def _images(device, requires_grad=True, size=32):
     return (torch.rand(2, 3, size, size, device=device) * 2 - 1).requires_grad_(requires_grad)
 
@@ -259,6 +267,7 @@ CASES: dict[str, Case] = {
     "LinformerSelfAttention": Case(_linformer_module),
     "sac_conv2d": Case(_sac_functional),
     "SAConv2d": Case(_sac_conv2d),
+    "deform_conv2d": Case(_deform_conv2d),
     "AugmentPipe": Case(_augment_pipe),
     "AdaController": Case(_ada_controller),
     "rv_heuristic": Case(_rv_heuristic),

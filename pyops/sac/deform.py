@@ -19,6 +19,7 @@ from pyops import reference as _ref
 from pyops._budget import budget
 from pyops._interop import accepts_arrays
 from pyops._registry import Op
+from pyops.sac._deform_triton import _triton_deform_conv2d, _triton_deform_conv2d_backward
 
 _FN = "deform_conv2d"
 
@@ -109,6 +110,8 @@ def _make_backward(variant: str):
 
 DEFORM_CONV2D = Op("deform_conv2d")
 DEFORM_CONV2D_BACKWARD = Op("deform_conv2d_backward")
+DEFORM_CONV2D.register_triton(_triton_deform_conv2d)
+DEFORM_CONV2D_BACKWARD.register_triton(_triton_deform_conv2d_backward)
 DEFORM_CONV2D.register_fake(_fake_deform_conv2d)
 DEFORM_CONV2D_BACKWARD.register_fake(_fake_deform_conv2d_backward)
 DEFORM_CONV2D.register_autograd(_make_backward, setup_context=_setup_context)

@@ -29,6 +29,7 @@ HOT_PATHS: list[tuple[str, tuple[str, ...]]] = [
     (r"^triton:(project|attend)_", ("bfloat16",)),
     (r"^cuda:.*pyops::sac::", ("bfloat16",)),
     (r"^cuda:.*pyops::deform::", ("bfloat16",)),
+    (r"^triton:(im2col|col2im|offset_grad)_kernel", ("bfloat16",)),
     (r"^triton:(linear|linear_backward|context_switch_dot|switch_pool|switch_pool_adjoint|aws|aws_backward|"
      r"blend_forward|blend_backward|input_grad_sums|input_grad|dual_conv)_kernel", ("bfloat16", "float32")),
     (r"^cuda:.*pyops::ada::", ("float32",)),
@@ -78,6 +79,9 @@ EXCEPTIONS: list[Accepted] = [
     Accepted(r"^triton:(filter_adjoint|filter_fwd|geom_color_fwd|grid_adjoint|pixel_adjoint)_kernel$", "occupancy",
              "242-255 registers x 4 warps: 256 threads/SM", 17),
     # ---- SAC (#18) ----
+    Accepted(r"^triton:(im2col|col2im|offset_grad)_kernel$", "occupancy",
+             "80-168 registers x 4 warps (16-channel x 128-pixel tiles): 384-768 threads/SM; the CUDA kernels "
+             "(the default) reach 1024", 18),
     Accepted(r"^triton:dual_conv_kernel$", "spill",
              "autotuning candidate BLOCK_M 128 BLOCK_N 64 BLOCK_K 64: 255 registers, 8-16 bytes of stack", 18),
     Accepted(r"^triton:dual_conv_kernel$", "occupancy",

@@ -248,6 +248,17 @@ def triton_cases():
         if backward:
             grad(out, leaves)
 
+    def deform(layer):  # N8 C256 64x64 bf16 channels_last fwd+bwd: N -> 2, C -> 32
+        x = torch.randn(2, 32, 64, 64, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        if layer:
+            m = pyops.SAConv2d(32, 32, 3, padding=1, use_deform=True, backend="triton").to(torch.bfloat16)
+            grad(m(x.requires_grad_()), [x, *m.parameters()])
+            return
+        offset = torch.randn(2, 18, 64, 64, dtype=torch.bfloat16, requires_grad=True)
+        weight = torch.randn(32, 32, 3, 3, dtype=torch.bfloat16, requires_grad=True)
+        grad(pyops.deform_conv2d(x.requires_grad_(), offset, weight, None, 1, 1, 1, backend="triton"),
+             [x, offset, weight])
+
     def ada(preset):  # B64 3x256x256 and B16 3x1024x1024 fp32 p=0.6: B16 3x256x256 (same classes)
         x = torch.rand(16, 3, 256, 256) * 2 - 1
         torch.manual_seed(0)
@@ -273,6 +284,7 @@ def triton_cases():
         size = "N{} C{} {}x{}".format(*shape)
         cases += [(f"sac igemm fwd {size}", lambda s=shape: sac(s, "igemm", False))]
         cases += [(f"sac {a} fwd+bwd {size}", lambda s=shape, a=a: sac(s, a, True)) for a in ("composition", "igemm")]
+    cases += [("deform_conv2d fwd+bwd", lambda: deform(False)), ("deformable SAC fwd+bwd", lambda: deform(True))]
     cases += [(f"ada {preset} fwd+bwd", lambda p=preset: ada(p)) for preset in ("bgc", "bgcfnc")]
     cases += [("ada color fwd+bwd (not benchmarked)", ada_color), ("AugmentPipe(bgcfnc) call", augment_pipe)]
     return cases

@@ -142,6 +142,10 @@ SPECS: dict[str, Spec] = {
         "sac_conv2d", lambda **a: pyops.sac_conv2d(**a, backend=BACKEND), _sac_args, _ref_sac,
         tensors=("x", "weight", "weight_gamma", "weight_beta", "weight_diff", "switch_weight", "switch_bias",
                  "pre_weight", "pre_bias", "post_weight", "post_bias", "bias")),
+    "deform_conv2d": Spec(
+        "deform_conv2d", lambda **a: pyops.deform_conv2d(**a, padding=1, backend=BACKEND),
+        lambda: dict(input=_r(2, 4, 5, 6), offset=_r(2, 18, 5, 6) * 2, weight=_r(3, 4, 3, 3), bias=_r(3)),
+        lambda **a: ref.deform_conv2d(**a, padding=1), tensors=("input", "offset", "weight", "bias")),
     "ada.geometric_color": Spec(
         "ada.geometric_color", lambda **a: pyops.ada.geometric_color(**a, backend=BACKEND), _geom_args, _ref_geom,
         tensors=("images", "G_inv", "C")),
@@ -355,9 +359,18 @@ def _special_cases() -> list[Case]:
         Case("sample_points_for_loss-gt-R", "sample_points_for_loss", _shape("gt_masks", lambda v: v[:2]), E, "gt_masks"),
         Case("sample_points_for_loss-num_points", "sample_points_for_loss", _set("num_points", 0), E, "num_points"),
         Case("rv_heuristic-empty", "rv_heuristic", _shape("d_train", lambda v: v[:0]), E, "d_train"),
+        # deformable convolution
+        Case("deform_conv2d-nan-offset", "deform_conv2d", _nan("offset"), D, isolate=I),
+        Case("deform_conv2d-inf-offset", "deform_conv2d", _nan("offset", math.inf), D, isolate=I),
+        Case("deform_conv2d-empty-batch", "deform_conv2d",
+             _all(_shape("input", lambda v: v[:0]), _shape("offset", lambda v: v[:0])), D, isolate=I),
+        Case("deform_conv2d-offset-channels", "deform_conv2d", _shape("offset", lambda v: v[:, :17]), E, "offset"),
+        Case("deform_conv2d-offset-size", "deform_conv2d", _shape("offset", lambda v: v[:, :, :4]), E, "offset"),
+        Case("deform_conv2d-weight-channels", "deform_conv2d", _shape("weight", lambda v: v[:, :3]), E, "weight"),
+        Case("deform_conv2d-bias-shape", "deform_conv2d", _shape("bias", lambda v: v[:2]), E, "bias"),
         # modules: hyper-parameters
         Case("SAConv2d-groups", "SAConv2d", lambda a: dict(a, groups=3), E, "groups"),
-        Case("SAConv2d-deform", "SAConv2d", lambda a: dict(a, use_deform=True), E, "use_deform", exc=(NotImplementedError,)),
+        Case("SAConv2d-deform", "SAConv2d", lambda a: dict(a, use_deform="yes"), E, "use_deform"),
         Case("SAConv2d-backend", "SAConv2d", lambda a: dict(a, algorithm="fft"), E, "algorithm"),
         Case("SAConv2d-nan-x", "SAConv2d", _nan("x"), D, isolate=I),
         Case("SAConv2d-x-channels", "SAConv2d", _shape("x", lambda v: v[:, :3]), E, "x"),

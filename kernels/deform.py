@@ -2,7 +2,15 @@
 adjoint col2im (the input gradient) and the offset gradient. The GEMMs with the weight are
 ATen's (cuBLAS); the host glue is :mod:`pyops.sac._deform_triton`.
 
-DESIGN-NOTE
+Design (spec shape N8 C256 64x64, O256, 3x3, one offset group, bf16, H200; the CUDA kernels of
+csrc/sac/deform_cuda.cu are the default and carry the same budget): im2col writes the columns,
+C*9*HW*N*2 B = 151 MB (~31 us at 4.8 TB/s), reading the input's corners mostly from L1/L2; the
+GEMM is 2*O*C*9*HW*N = 38.7 GFLOP (~39 us at 990 TFLOP/s); col2im and offset_grad each read the
+151 MB of column gradients once (col2im with ~4 float atomics per value). Predicted: ~0.1 ms
+forward, ~0.3 ms backward per convolution; never measured on a GPU. Tiles of 16 channels x 128
+points, 4 warps. sm_90 (benchmarks/results/static): im2col 80, col2im 146, offset_grad 168
+registers, no spills, no fp64: 384-768 threads/SM, below the 1024 target (an accepted #18
+exception; smaller channel tiles are the first thing to try on a GPU).
 
 Tensors: input (b, C, H, W) and offset (b, 2 OG K, Ho, Wo) are addressed through their strides
 (any layout); columns and column gradients (b, C K, L) are contiguous, ``L = Ho Wo``, row

@@ -20,16 +20,6 @@ namespace {
 constexpr int64_t kGrain = 4096;     // samples per task, roughly
 constexpr int64_t kChannelBlock = 16;  // channels per task of the input gradient
 
-template <typename scalar_t>
-Sampler<scalar_t, opmath<scalar_t>> sampler(const at::Tensor& input, const at::Tensor& offset, const Geometry& g) {
-  Sampler<scalar_t, opmath<scalar_t>> s;
-  s.input = {input.const_data_ptr<scalar_t>(), input.stride(0), input.stride(1), input.stride(2), input.stride(3)};
-  s.offset = {offset.const_data_ptr<scalar_t>(), offset.stride(0), offset.stride(1), offset.stride(2),
-              offset.stride(3)};
-  s.g = g;
-  return s;
-}
-
 // The taps of output row oy of kernel point k, offset group a, image n.
 template <typename scalar_t, typename T>
 void row_taps(const Sampler<scalar_t, T>& s, int64_t n, int64_t a, int64_t k, int64_t oy,
@@ -43,7 +33,7 @@ void im2col_cpu(const at::Tensor& input, const at::Tensor& offset, const Geometr
   const int64_t rows = b * g.offset_groups * K * g.Ho;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_im2col_cpu", [&] {
     using T = opmath<scalar_t>;
-    const auto s = sampler<scalar_t>(input, offset, g);
+    const auto s = make_sampler<scalar_t>(input, offset, g);
     scalar_t* out = cols.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / (g.Wo * Cog)), [&](int64_t begin, int64_t end) {
       std::vector<BilinearTaps<T>> taps;
@@ -65,7 +55,7 @@ void col_grad_cpu(const at::Tensor& input, const at::Tensor& offset, const Geome
   const int64_t b = grad_cols.size(0), K = g.K(), L = g.L(), Cog = g.group_channels();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_col_grad_cpu", [&] {
     using T = opmath<scalar_t>;
-    const auto s = sampler<scalar_t>(input, offset, g);
+    const auto s = make_sampler<scalar_t>(input, offset, g);
     const scalar_t* gcols = grad_cols.const_data_ptr<scalar_t>();
     // offset gradient: per row, the corner dot products with the column gradients over the
     // group's channels, then the bilinear slopes

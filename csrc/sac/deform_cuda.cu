@@ -39,16 +39,6 @@ int64_t blocks_for(int64_t items) {
   return std::max<int64_t>(1, std::min<int64_t>((items + kThreads - 1) / kThreads, kMaxBlocks));
 }
 
-template <typename scalar_t, typename T>
-Sampler<scalar_t, T> sampler(const at::Tensor& input, const at::Tensor& offset, const Geometry& g) {
-  Sampler<scalar_t, T> s;
-  s.input = {input.const_data_ptr<scalar_t>(), input.stride(0), input.stride(1), input.stride(2), input.stride(3)};
-  s.offset = {offset.const_data_ptr<scalar_t>(), offset.stride(0), offset.stride(1), offset.stride(2),
-              offset.stride(3)};
-  s.g = g;
-  return s;
-}
-
 // Work item i = ((nl * og + a) * K + k) * L + p of a chunk starting at image n0.
 struct Item {
   int64_t nl, a, k, p;
@@ -113,7 +103,7 @@ void im2col_cuda(const at::Tensor& input, const at::Tensor& offset, const Geomet
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_im2col_cuda", [&] {
     using T = opmath<scalar_t>;
     im2col_kernel<scalar_t, T><<<blocks_for(items), kThreads, 0, stream>>>(
-        sampler<scalar_t, T>(input, offset, g), n0, items, cols.mutable_data_ptr<scalar_t>());
+        make_sampler<scalar_t>(input, offset, g), n0, items, cols.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -125,7 +115,7 @@ void col_grad_cuda(const at::Tensor& input, const at::Tensor& offset, const Geom
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_col_grad_cuda", [&] {
     using T = opmath<scalar_t>;
     col_grad_kernel<scalar_t, T><<<blocks_for(items), kThreads, 0, stream>>>(
-        sampler<scalar_t, T>(input, offset, g), n0, items, grad_cols.const_data_ptr<scalar_t>(),
+        make_sampler<scalar_t>(input, offset, g), n0, items, grad_cols.const_data_ptr<scalar_t>(),
         grad_input.mutable_data_ptr<T>(), grad_offset.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -72,6 +72,17 @@ inline Geometry check(const at::Tensor& input, const at::Tensor& offset, const a
   return g;
 }
 
+// The sampler of a call's input and offsets (any strides), for the kernels of either backend.
+template <typename scalar_t>
+Sampler<scalar_t, opmath<scalar_t>> make_sampler(const at::Tensor& input, const at::Tensor& offset, const Geometry& g) {
+  Sampler<scalar_t, opmath<scalar_t>> s;
+  s.input = {input.const_data_ptr<scalar_t>(), input.stride(0), input.stride(1), input.stride(2), input.stride(3)};
+  s.offset = {offset.const_data_ptr<scalar_t>(), offset.stride(0), offset.stride(1), offset.stride(2),
+              offset.stride(3)};
+  s.g = g;
+  return s;
+}
+
 // The ATen calls inside a kernel are not differentiated (the op's autograd is registered from
 // Python) and not autocast: the GEMMs run in the input's dtype.
 struct InnerCallGuard {

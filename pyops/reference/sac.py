@@ -188,7 +188,7 @@ def sac_deform_conv2d(
     (18 channels, padding 1, the layer's stride, with bias) of the switch's 5x5 average ``p``.
     The bias, when given, is added once after the blend (mmcv's deformable path drops it).
     ``deform``: the deformable convolution, called as :func:`deform_conv2d` (default: that one;
-    the benchmarks pass torchvision's to time the layer a user would compose with it)."""
+    pyops.SAConv2d passes pyops.deform_conv2d, the benchmarks torchvision's)."""
     deform = deform_conv2d if deform is None else deform
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     x = x + F.conv2d(F.adaptive_avg_pool2d(x, 1), pre_weight, pre_bias)

@@ -11,8 +11,9 @@ import warnings
 
 import torch
 
-MAX_COLUMNS = 2**27
-"""Elements of the columns buffer of one chunk of images (at least one image per chunk)."""
+MAX_COLUMNS = 2**26
+"""Elements of the columns buffer of one chunk of images (at least one image per chunk); the C++
+host's kMaxColumnElements."""
 
 
 def _opmath(t: torch.Tensor) -> torch.dtype:

@@ -3,14 +3,15 @@ checkpoint rules)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pyops import _backend, _checks, _scripting
 from pyops import reference as _ref
 from pyops._budget import budget
-from pyops.reference.sac import AWS_EPS, aws_variance, aws_weight
+from pyops.reference.sac import AWS_EPS, aws_variance
 from pyops.sac.conv import _check_algorithm, _check_geometry, sac_conv2d
 from pyops.sac.deform import deform_conv2d
 
@@ -136,26 +137,13 @@ class SAConv2d(nn.Conv2d):
     def _deform_forward(self, x, params):
         """mmcv's deformable SAC: offsets from 3x3 convolutions of the switch's 5x5 average, each
         branch a :func:`pyops.deform_conv2d` (the layer's ``backend``); the rest in ATen."""
-        (weight, gamma, beta, weight_diff, switch_w, switch_b, pre_w, pre_b, post_w, post_b,
-         off_s_w, off_s_b, off_l_w, off_l_b, bias) = params
         if x.dim() != 4 or x.shape[1] != self.in_channels or min(x.shape[2:]) < 3:
             raise ValueError(f"pyops.SAConv2d: x must be (N, {self.in_channels}, H, W) with H, W >= 3 (the switch "
                              f"reflect-pads by 2), got shape {tuple(x.shape)}")
-        if _backend.resolve("deform_conv2d", self.backend, x.device) == "reference":
-            return _ref.sac_deform_conv2d(x, *params[:-1], bias, self.stride, self.padding, self.dilation, self.groups)
-        x = x + F.conv2d(x.mean(dim=(2, 3), keepdim=True), pre_w, pre_b)
-        pooled = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel_size=5, stride=1)
-        switch = F.conv2d(pooled, switch_w, switch_b, stride=self.stride)
-        w = aws_weight(weight, gamma, beta)
-        small = deform_conv2d(x, F.conv2d(pooled, off_s_w, off_s_b, self.stride, 1), w, None, self.stride,
-                              self.padding, self.dilation, backend=self.backend)
-        large = deform_conv2d(x, F.conv2d(pooled, off_l_w, off_l_b, self.stride, 1), w + weight_diff, None,
-                              self.stride, tuple(3 * p for p in self.padding), tuple(3 * d for d in self.dilation),
-                              backend=self.backend)
-        y = torch.lerp(large, small, switch)  # switch * small + (1 - switch) * large
-        if bias is not None:
-            y = y + bias.view(1, -1, 1, 1)
-        return y + F.conv2d(y.mean(dim=(2, 3), keepdim=True), post_w, post_b)
+        # the reference's composition, with pyops.deform_conv2d on the layer's backend for the branches
+        name = _backend.resolve("deform_conv2d", self.backend, x.device)
+        deform = None if name == "reference" else functools.partial(deform_conv2d, backend=name)
+        return _ref.sac_deform_conv2d(x, *params, self.stride, self.padding, self.dilation, self.groups, deform=deform)
 
     # AWS checkpoint rule: gamma is set to -1 before loading; a positive mean afterwards means
     # the checkpoint carried gamma/beta. Otherwise recover them from the loaded weight.
